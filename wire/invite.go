@@ -1,0 +1,169 @@
+package wire
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// InviteVersion is the version byte of an invite payload.
+const InviteVersion = 0x01
+
+// InvitePrefix starts every invite string (SPEC.md §9).
+const InvitePrefix = "cairn1"
+
+var inviteEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// Invite is what a user hands another out of band to become a contact
+// (SPEC.md §9).
+type Invite struct {
+	// Bundle is the inviter's public bundle (SPEC.md §15), opaque here.
+	Bundle []byte
+	// Name is a suggested display name; it may be empty.
+	Name string
+	// Hints are relays to bootstrap from, each with its /p2p/ component.
+	Hints []ma.Multiaddr
+}
+
+// MarshalBinary returns the payload with its checksum.
+func (inv *Invite) MarshalBinary() ([]byte, error) {
+	if len(inv.Bundle) == 0 || len(inv.Bundle) > MaxInviteBundle {
+		return nil, fmt.Errorf("invite: bundle of %d bytes: %w", len(inv.Bundle), ErrMalformed)
+	}
+	if len(inv.Name) > MaxInviteName || !utf8.ValidString(inv.Name) {
+		return nil, fmt.Errorf("invite: name: %w", ErrMalformed)
+	}
+	if len(inv.Hints) > MaxInviteHints {
+		return nil, fmt.Errorf("invite: %d hints: %w", len(inv.Hints), ErrMalformed)
+	}
+	b := []byte{InviteVersion}
+	b = binary.BigEndian.AppendUint16(b, uint16(len(inv.Bundle)))
+	b = append(b, inv.Bundle...)
+	b = append(b, byte(len(inv.Name)))
+	b = append(b, inv.Name...)
+	b = append(b, byte(len(inv.Hints)))
+	for _, h := range inv.Hints {
+		hb := h.Bytes()
+		if len(hb) == 0 || len(hb) > 255 {
+			return nil, fmt.Errorf("invite: hint of %d bytes: %w", len(hb), ErrMalformed)
+		}
+		b = append(b, byte(len(hb)))
+		b = append(b, hb...)
+	}
+	sum := inviteChecksum(b)
+	return append(b, sum[:]...), nil
+}
+
+func inviteChecksum(payload []byte) [4]byte {
+	h := sha256.New()
+	h.Write(labelled(LabelInvite))
+	h.Write(payload)
+	return [4]byte(h.Sum(nil))
+}
+
+// UnmarshalBinary parses a payload and checks its checksum.
+func (inv *Invite) UnmarshalBinary(b []byte) error {
+	if len(b) < 1 {
+		return fmt.Errorf("invite: empty: %w", ErrMalformed)
+	}
+	if b[0] != InviteVersion {
+		return fmt.Errorf("invite: version %d: %w", b[0], ErrUnsupportedVersion)
+	}
+	if len(b) < 1+2+1+1+4 {
+		return fmt.Errorf("invite: short: %w", ErrMalformed)
+	}
+	body, sum := b[:len(b)-4], b[len(b)-4:]
+	if inviteChecksum(body) != [4]byte(sum) {
+		return fmt.Errorf("invite: %w", ErrInviteChecksum)
+	}
+	rest := body[1:]
+	n := int(binary.BigEndian.Uint16(rest))
+	rest = rest[2:]
+	if n == 0 || n > MaxInviteBundle || len(rest) < n+1 {
+		return fmt.Errorf("invite: bundle length %d: %w", n, ErrMalformed)
+	}
+	bundle := append([]byte(nil), rest[:n]...)
+	rest = rest[n:]
+	nameLen := int(rest[0])
+	rest = rest[1:]
+	if nameLen > MaxInviteName || len(rest) < nameLen+1 {
+		return fmt.Errorf("invite: name length %d: %w", nameLen, ErrMalformed)
+	}
+	name := string(rest[:nameLen])
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("invite: name is not UTF-8: %w", ErrMalformed)
+	}
+	rest = rest[nameLen:]
+	count := int(rest[0])
+	rest = rest[1:]
+	if count > MaxInviteHints {
+		return fmt.Errorf("invite: %d hints: %w", count, ErrMalformed)
+	}
+	var hints []ma.Multiaddr
+	for i := 0; i < count; i++ {
+		if len(rest) < 1 || rest[0] == 0 || len(rest) < 1+int(rest[0]) {
+			return fmt.Errorf("invite: hint %d: %w", i, ErrMalformed)
+		}
+		l := int(rest[0])
+		addr, err := ma.NewMultiaddrBytes(rest[1 : 1+l])
+		if err != nil || !bytesEqual(addr.Bytes(), rest[1:1+l]) {
+			return fmt.Errorf("invite: hint %d: %w", i, ErrMalformed)
+		}
+		hints = append(hints, addr)
+		rest = rest[1+l:]
+	}
+	if len(rest) != 0 {
+		return fmt.Errorf("invite: %d trailing bytes: %w", len(rest), ErrMalformed)
+	}
+	*inv = Invite{Bundle: bundle, Name: name, Hints: hints}
+	return nil
+}
+
+func bytesEqual(a, b []byte) bool { return string(a) == string(b) }
+
+// String returns the compact, copy-pasteable form: "cairn1" and the payload
+// in lowercase unpadded base32.
+func (inv *Invite) String() (string, error) {
+	b, err := inv.MarshalBinary()
+	if err != nil {
+		return "", err
+	}
+	return InvitePrefix + strings.ToLower(inviteEncoding.EncodeToString(b)), nil
+}
+
+// QR returns the QR-friendly form: the string form in uppercase, every
+// character of which is in the QR alphanumeric set.
+func (inv *Invite) QR() (string, error) {
+	s, err := inv.String()
+	return strings.ToUpper(s), err
+}
+
+// ParseInvite parses either form of an invite string, ignoring ASCII
+// whitespace (line breaks from copying) and case.
+func ParseInvite(s string) (*Invite, error) {
+	s = strings.Map(func(r rune) rune {
+		switch r {
+		case ' ', '\t', '\n', '\r':
+			return -1
+		}
+		return r
+	}, s)
+	s = strings.ToLower(s)
+	if !strings.HasPrefix(s, InvitePrefix) {
+		return nil, fmt.Errorf("invite: does not start with %q: %w", InvitePrefix, ErrMalformed)
+	}
+	b, err := inviteEncoding.DecodeString(strings.ToUpper(s[len(InvitePrefix):]))
+	if err != nil {
+		return nil, fmt.Errorf("invite: base32: %w", ErrMalformed)
+	}
+	var inv Invite
+	if err := inv.UnmarshalBinary(b); err != nil {
+		return nil, err
+	}
+	return &inv, nil
+}
