@@ -8,7 +8,7 @@ import (
 // PayloadVersion is the version byte of a Payload.
 const PayloadVersion = 0x01
 
-// PayloadKind says what a payload carries (SPEC.md §15.9).
+// PayloadKind says what a payload carries (SPEC.md §16).
 type PayloadKind uint8
 
 // Payload kinds.
@@ -32,7 +32,7 @@ const (
 	payloadHeader = 1 + 1 + 8 + MailboxLen + 8 + 4
 )
 
-// Payload is the plaintext a client seals with the ratchet (SPEC.md §15.9).
+// Payload is the plaintext a client seals with the ratchet (SPEC.md §16).
 // Relays never see it.
 type Payload struct {
 	Kind PayloadKind
