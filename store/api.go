@@ -37,7 +37,9 @@ type CorruptError struct {
 	Reason string
 }
 
-func (e *CorruptError) Error() string { return "store: corrupt record " + keyString(e.Key) + ": " + e.Reason }
+func (e *CorruptError) Error() string {
+	return "store: corrupt record " + keyString(e.Key) + ": " + e.Reason
+}
 
 // Unwrap makes errors.Is(err, ErrCorrupt) true.
 func (e *CorruptError) Unwrap() error { return ErrCorrupt }

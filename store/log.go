@@ -139,7 +139,9 @@ func (l *Log) SplitRange(mailbox wire.Mailbox, set Set, lower, upper []byte, k i
 // Sweep deletes entries whose expiry has passed on the log's clock (writing
 // EXPIRED fates and fixing the quota counters) and drops expired tombstones.
 // The background loop calls it every GCInterval.
-func (l *Log) Sweep(ctx context.Context) (SweepResult, error) { return SweepResult{}, errNotImplemented }
+func (l *Log) Sweep(ctx context.Context) (SweepResult, error) {
+	return SweepResult{}, errNotImplemented
+}
 
 // GC runs badger's value-log garbage collection until it finds nothing to
 // rewrite. The background loop calls it every GCInterval.
