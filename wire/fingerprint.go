@@ -54,3 +54,13 @@ func (a *FingerprintAcc) Fingerprint() Fingerprint {
 	sum := sha256.Sum256(b)
 	return Fingerprint(sum[:FingerprintLen])
 }
+
+// Sub removes every item of b, which must have been added to a (a range's
+// accumulator is then the difference of two prefix accumulators).
+func (a *FingerprintAcc) Sub(b *FingerprintAcc) {
+	var borrow uint64
+	for i := 0; i < 4; i++ {
+		a.sum[i], borrow = bits.Sub64(a.sum[i], b.sum[i], borrow)
+	}
+	a.count -= b.count
+}
