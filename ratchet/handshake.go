@@ -29,7 +29,8 @@ const (
 )
 
 // HandshakeID returns the handshake ID of a handshake message (a hash of its
-// ephemeral key) and true, or false if msg is not a well-formed handshake
+// ephemeral key and sealed part, identical in every handshake message of one
+// session) and true, or false if msg is not a well-formed handshake
 // message. A responder that already has a session with this
 // Session.HandshakeID must decrypt the message with that session instead of
 // calling Respond again.
@@ -37,39 +38,26 @@ func HandshakeID(msg []byte) ([32]byte, bool) {
 	if len(msg) < handshakePrefixSize+ratchetPartMin || msg[0] != TypeHandshake {
 		return [32]byte{}, false
 	}
-	return handshakeID(msg[1 : 1+keySize]), true
+	return handshakeID(msg[1:handshakePrefixSize]), true
 }
 
-func handshakeID(ek []byte) [32]byte {
-	h := sha256.New()
-	h.Write([]byte(labelHandshakeID))
-	h.Write(ek)
-	return [32]byte(h.Sum(nil))
+// handshakeID hashes the handshake prefix (ephemeral key ‖ sealed part), so
+// that any change to it gives another ID.
+func handshakeID(prefix []byte) [32]byte {
+	return sha256.Sum256(labelled(labelHandshakeID, prefix))
 }
 
 // sessionAD is the associated data of a session: SHA-256 of the label, both
 // identity keys (initiator first), the signed prekey, the KEM public key
 // used and the ephemeral key.
 func sessionAD(initiator, responder IdentityKey, spk, kemPub, ek []byte) [adSize]byte {
-	h := sha256.New()
-	h.Write([]byte(labelSessionAD))
-	h.Write(initiator.Ed25519[:])
-	h.Write(initiator.X25519[:])
-	h.Write(responder.Ed25519[:])
-	h.Write(responder.X25519[:])
-	h.Write(spk)
-	h.Write(kemPub)
-	h.Write(ek)
-	return [adSize]byte(h.Sum(nil))
+	return sha256.Sum256(labelled(labelSessionAD, initiator.Ed25519[:], initiator.X25519[:],
+		responder.Ed25519[:], responder.X25519[:], spk, kemPub, ek))
 }
 
 // sealKey derives the sealed-sender key from DH(ephemeral, signed prekey).
 func sealKey(dh *[keySize]byte, ek, spk []byte) []byte {
-	info := make([]byte, 0, len(labelSeal)+2*keySize)
-	info = append(info, labelSeal...)
-	info = append(info, ek...)
-	info = append(info, spk...)
-	k, err := hkdf.Key(sha256.New, dh[:], nil, string(info), keySize)
+	k, err := hkdf.Key(sha256.New, dh[:], nil, string(labelled(labelSeal, ek, spk)), keySize)
 	if err != nil {
 		panic("ratchet: hkdf: " + err.Error()) // unreachable
 	}
@@ -299,7 +287,7 @@ func initiate(rand io.Reader, self *Identity, bundle *PublicBundle, oneTimeDH, o
 		initiator: true,
 		local:     self.pub,
 		peer:      bundle.Identity,
-		id:        handshakeID(ek),
+		id:        handshakeID(pending),
 		ad:        sessionAD(self.pub, bundle.Identity, bundle.SignedPrekey[:], kemPub, ek),
 		pending:   pending,
 		dhs:       ratchetKey,
@@ -393,7 +381,7 @@ func (k *PrivateKeys) respond(rand io.Reader, msg []byte) (*Session, []byte, err
 	if err != nil {
 		return nil, nil, err
 	}
-	id := handshakeID(ek)
+	id := handshakeID(msg[1:handshakePrefixSize])
 	replayID := [replayIDSize]byte(id[:replayIDSize])
 	if sh.flags == 0 {
 		if _, seen := g.seen[replayID]; seen {

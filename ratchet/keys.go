@@ -12,7 +12,7 @@ import (
 // Key sizes on the wire.
 const (
 	// KEMPublicKeySize is the size of an ML-KEM-768 encapsulation key.
-	KEMPublicKeySize = mlkem.EncapsulationKeySize768
+	KEMPublicKeySize  = mlkem.EncapsulationKeySize768
 	kemCiphertextSize = mlkem.CiphertextSize768
 	kemSeedSize       = mlkem.SeedSize
 	sigSize           = ed25519.SignatureSize
@@ -74,10 +74,7 @@ func newIdentity(seed, dh []byte) (*Identity, error) {
 }
 
 func identityCertMessage(k IdentityKey) []byte {
-	m := make([]byte, 0, len(labelIdentitySig)+64)
-	m = append(m, labelIdentitySig...)
-	m = append(m, k.Ed25519[:]...)
-	return append(m, k.X25519[:]...)
+	return labelled(labelIdentitySig, k.Ed25519[:], k.X25519[:])
 }
 
 // Public returns the identity's public keys.
@@ -157,9 +154,8 @@ func (b *PublicBundle) putSigned(out []byte) {
 }
 
 func (b *PublicBundle) signedMessage() []byte {
-	m := make([]byte, len(labelBundleSig)+bundleSignedSize)
-	copy(m, labelBundleSig)
-	b.putSigned(m[len(labelBundleSig):])
+	m := labelled(labelBundleSig, make([]byte, bundleSignedSize))
+	b.putSigned(m[len(labelBundleSig)+1:])
 	return m
 }
 
@@ -278,9 +274,8 @@ func (p *OneTimePrekey) putSigned(out []byte) int {
 }
 
 func (p *OneTimePrekey) signedMessage() []byte {
-	m := make([]byte, len(labelOneTimeSig)+6+len(p.PublicKey))
-	copy(m, labelOneTimeSig)
-	p.putSigned(m[len(labelOneTimeSig):])
+	m := labelled(labelOneTimeSig, make([]byte, 6+len(p.PublicKey)))
+	p.putSigned(m[len(labelOneTimeSig)+1:])
 	return m
 }
 

@@ -134,6 +134,22 @@ func open(key *[keySize]byte, dst, nonce, ciphertext, ad []byte) ([]byte, bool) 
 	return out, err == nil
 }
 
+// labelled returns label ‖ 0x00 ‖ parts..., the input of every signature
+// and hash that takes a domain label (SPEC.md §1).
+func labelled(label string, parts ...[]byte) []byte {
+	n := len(label) + 1
+	for _, p := range parts {
+		n += len(p)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, label...)
+	b = append(b, 0)
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
+}
+
 // Big-endian helpers for the fixed layouts.
 func putU32(b []byte, v uint32) { binary.BigEndian.PutUint32(b, v) }
 func getU32(b []byte) uint32    { return binary.BigEndian.Uint32(b) }

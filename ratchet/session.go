@@ -72,8 +72,8 @@ type Session struct {
 	// one from the responder; nil otherwise.
 	pending []byte
 
-	dhs   *ecdh.PrivateKey   // cache of core.dhsPriv, built on first use
-	adBuf [bodyADSize]byte   // scratch for associated data
+	dhs   *ecdh.PrivateKey // cache of core.dhsPriv, built on first use
+	adBuf [bodyADSize]byte // scratch for associated data
 }
 
 // IsInitiator reports whether this party started the session.
@@ -171,8 +171,8 @@ func (s *Session) Encrypt(rand io.Reader, plaintext []byte) ([]byte, error) {
 
 // header is a decrypted message header.
 type header struct {
-	dh     [keySize]byte
-	pn, n  uint32
+	dh    [keySize]byte
+	pn, n uint32
 }
 
 func openHeader(hk *[keySize]byte, nonce, encHeader, ad []byte) (header, bool) {
@@ -224,7 +224,7 @@ func (s *Session) ratchetPart(msg []byte) ([]byte, error) {
 		if s.initiator {
 			return nil, ErrNotForSession
 		}
-		id := handshakeID(msg[1 : 1+keySize])
+		id := handshakeID(msg[1:handshakePrefixSize])
 		if subtle.ConstantTimeCompare(id[:], s.id[:]) != 1 {
 			return nil, ErrNotForSession
 		}
@@ -330,9 +330,6 @@ func (s *Session) decryptStep(rand io.Reader, h header, nonce, body, ad []byte) 
 	if uint64(h.n) > maxSkip {
 		return nil, ErrTooManySkipped
 	}
-	if hasCKr && h.pn > s.core.nr && uint64(h.pn)-uint64(s.core.nr) > maxSkip {
-		return nil, ErrTooManySkipped
-	}
 	dhs, err := s.dhsKey()
 	if err != nil {
 		return nil, ErrMalformed
@@ -340,8 +337,15 @@ func (s *Session) decryptStep(rand io.Reader, h header, nonce, body, ad []byte) 
 	p := plan{core: s.core, delChain: -1, step: true}
 	c := &p.core
 	if hasCKr && h.pn > c.nr {
+		// Keep the keys of the old chain's missing messages, at most
+		// MaxSkip of them: the step itself is never refused for a long
+		// old chain, or one lost burst would wedge the session.
+		until := h.pn
+		if uint64(until)-uint64(c.nr) > maxSkip {
+			until = c.nr + uint32(maxSkip)
+		}
 		ck := c.ckr
-		p.addCur = skipKeys(&ck, c.nr, h.pn)
+		p.addCur = skipKeys(&ck, c.nr, until)
 		clear(ck[:])
 	}
 	fail := func(err error) ([]byte, error) {
