@@ -83,7 +83,7 @@ func TestBug02SkippedKeysBounded(t *testing.T) {
 	// A new chain whose predecessor lost more than MaxSkip messages is
 	// accepted (keeping MaxSkip keys of the old one), not wedged.
 	exchange(t, rand, alice, bob, "new chain") // Bob steps
-	reply := encrypt(t, bob, "reply")           // with a new ratchet key
+	reply := encrypt(t, bob, "reply")          // with a new ratchet key
 	for range cfg.maxSkip() + 10 {
 		encrypt(t, alice, "lost")
 	}
