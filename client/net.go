@@ -1,0 +1,368 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	kb "github.com/libp2p/go-libp2p-kbucket"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/cairn-net/cairn/rpc"
+	"github.com/cairn-net/cairn/wire"
+)
+
+// netState is the client's network side: a libp2p host that only dials
+// out, the DHT in client mode, the rpc caller, and what the client learned
+// about relays (replica sets, health, info, open deposit streams).
+type netState struct {
+	cfg  *Config
+	log  *slog.Logger
+	host host.Host
+	dht  *dht.IpfsDHT
+	rpc  *rpc.Client
+
+	bootstrap []peer.AddrInfo
+
+	mu       sync.Mutex
+	replicas map[wire.Mailbox]replicaEntry
+	health   map[peer.ID]*relayHealth
+	info     map[peer.ID]*rpc.Info
+	streams  map[peer.ID]*rpc.DepositStream
+	closed   bool
+}
+
+type replicaEntry struct {
+	peers   []peer.ID
+	expires time.Time
+}
+
+type relayHealth struct {
+	failures  int
+	downUntil time.Time
+}
+
+// newNet starts the host and the DHT. The libp2p key is fresh for every
+// run, so relays cannot link this client's deposits across runs
+// (SPEC.md §18).
+func newNet(cfg *Config, log *slog.Logger, bootstrap []ma.Multiaddr) (*netState, error) {
+	priv, _, err := crypto.GenerateEd25519Key(cfg.Rand)
+	if err != nil {
+		return nil, fmt.Errorf("client: libp2p key: %w", err)
+	}
+	h, err := libp2p.New(
+		libp2p.Identity(priv),
+		libp2p.NoListenAddrs,
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.DisableRelay(),
+		libp2p.DisableMetrics(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("client: libp2p host: %w", err)
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(bootstrap...)
+	if err != nil {
+		_ = h.Close()
+		return nil, fmt.Errorf("client: bootstrap: %w", err)
+	}
+	for _, ai := range infos {
+		h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
+	}
+	d, err := dht.New(h,
+		dht.Mode(dht.ModeClient),
+		dht.ProtocolPrefix(wire.DHTPrefix),
+		dht.DisableProviders(),
+		dht.DisableValues(),
+		dht.BootstrapPeers(infos...),
+	)
+	if err != nil {
+		_ = h.Close()
+		return nil, fmt.Errorf("client: dht: %w", err)
+	}
+	n := &netState{
+		cfg:       cfg,
+		log:       log,
+		host:      h,
+		dht:       d,
+		rpc:       &rpc.Client{Host: h, Timeout: cfg.Timeout, Now: cfg.Now, Rand: cfg.Rand},
+		bootstrap: infos,
+		replicas:  map[wire.Mailbox]replicaEntry{},
+		health:    map[peer.ID]*relayHealth{},
+		info:      map[peer.ID]*rpc.Info{},
+		streams:   map[peer.ID]*rpc.DepositStream{},
+	}
+	return n, nil
+}
+
+// connectBootstrap dials the bootstrap relays (best effort) so the DHT's
+// routing table fills.
+func (n *netState) connectBootstrap(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, ai := range n.bootstrap {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
+			defer cancel()
+			if err := n.host.Connect(cctx, ai); err != nil {
+				n.log.Debug("bootstrap relay unreachable", "peer", ai.ID.String(), "err", err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// addHints records relay addresses (from an invite) in the peerstore and
+// returns their peer IDs.
+func (n *netState) addHints(hints [][]byte) []peer.ID {
+	var ids []peer.ID
+	for _, h := range hints {
+		a, err := ma.NewMultiaddrBytes(h)
+		if err != nil {
+			continue
+		}
+		ai, err := peer.AddrInfoFromP2pAddr(a)
+		if err != nil {
+			continue
+		}
+		n.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
+		ids = append(ids, ai.ID)
+	}
+	return ids
+}
+
+// replicaSet returns the R relays closest to the mailbox's DHT key, closest
+// first (SPEC.md §14): those the DHT finds, completed with the bootstrap
+// relays and hints when the DHT knows fewer than R. Results are cached for
+// ReplicaCacheTTL.
+func (n *netState) replicaSet(ctx context.Context, mb wire.Mailbox, hints []peer.ID) []peer.ID {
+	now := time.Now()
+	n.mu.Lock()
+	if e, ok := n.replicas[mb]; ok && now.Before(e.expires) {
+		n.mu.Unlock()
+		return e.peers
+	}
+	n.mu.Unlock()
+	key := mb.DHTKey()
+	var found []peer.ID
+	if n.dht.RoutingTable().Size() > 0 {
+		lctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
+		ps, err := n.dht.GetClosestPeers(lctx, key)
+		cancel()
+		if err != nil {
+			n.log.Debug("replica lookup", "mailbox", mb.String(), "err", err)
+		}
+		found = ps
+	}
+	r := n.cfg.ReplicationFactor
+	cands := slices.Clone(found)
+	if len(cands) < r {
+		for _, ai := range n.bootstrap {
+			cands = append(cands, ai.ID)
+		}
+		cands = append(cands, hints...)
+	}
+	slices.Sort(cands)
+	cands = slices.Compact(cands)
+	cands = slices.DeleteFunc(cands, func(p peer.ID) bool { return p == n.host.ID() })
+	sorted := kb.SortClosestPeers(cands, kb.ConvertKey(key))
+	if len(sorted) > r {
+		sorted = sorted[:r]
+	}
+	if len(found) > 0 {
+		n.mu.Lock()
+		n.replicas[mb] = replicaEntry{peers: sorted, expires: now.Add(n.cfg.ReplicaCacheTTL)}
+		n.mu.Unlock()
+	}
+	return sorted
+}
+
+// notReplica handles a NOT_REPLICA answer: the cached set is dropped, and
+// the peers the relay named are tried first next time.
+func (n *netState) notReplica(mb wire.Mailbox, named []peer.ID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(named) == 0 {
+		delete(n.replicas, mb)
+		return
+	}
+	r := n.cfg.ReplicationFactor
+	ps := kb.SortClosestPeers(slices.Clone(named), kb.ConvertKey(mb.DHTKey()))
+	if len(ps) > r {
+		ps = ps[:r]
+	}
+	n.replicas[mb] = replicaEntry{peers: ps, expires: time.Now().Add(n.cfg.ReplicaCacheTTL)}
+}
+
+// order sorts relays for an attempt: those not known to be down first,
+// each group in replica-set (distance) order.
+func (n *netState) order(relays []peer.ID) []peer.ID {
+	now := time.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	up := make([]peer.ID, 0, len(relays))
+	var down []peer.ID
+	for _, p := range relays {
+		if h := n.health[p]; h != nil && now.Before(h.downUntil) {
+			down = append(down, p)
+		} else {
+			up = append(up, p)
+		}
+	}
+	return append(up, down...)
+}
+
+// markDown records a failure of relay: it is tried after the others for a
+// backoff that grows with consecutive failures.
+func (n *netState) markDown(relay peer.ID, retryAfter time.Duration) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h := n.health[relay]
+	if h == nil {
+		h = &relayHealth{}
+		n.health[relay] = h
+	}
+	h.failures++
+	d := backoff(n.cfg.RetryMin, n.cfg.RetryMax, h.failures)
+	if retryAfter > d {
+		d = retryAfter
+	}
+	h.downUntil = time.Now().Add(d)
+}
+
+func (n *netState) markUp(relay peer.ID) {
+	n.mu.Lock()
+	delete(n.health, relay)
+	n.mu.Unlock()
+}
+
+// relayInfo returns the relay's info, asking it once.
+func (n *netState) relayInfo(ctx context.Context, relay peer.ID) (*rpc.Info, error) {
+	n.mu.Lock()
+	if i := n.info[relay]; i != nil {
+		n.mu.Unlock()
+		return i, nil
+	}
+	n.mu.Unlock()
+	i, err := n.rpc.Info(ctx, relay)
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	n.info[relay] = i
+	n.mu.Unlock()
+	return i, nil
+}
+
+// setDifficulty records a difficulty learned from POSTAGE_REQUIRED.
+func (n *netState) setDifficulty(relay peer.ID, d int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if i := n.info[relay]; i != nil {
+		c := *i
+		c.PostageDifficulty = d
+		n.info[relay] = &c
+	}
+}
+
+// depositStream returns the open deposit stream to relay, opening one if
+// needed.
+func (n *netState) depositStream(ctx context.Context, relay peer.ID) (*rpc.DepositStream, error) {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if s := n.streams[relay]; s != nil {
+		n.mu.Unlock()
+		return s, nil
+	}
+	n.mu.Unlock()
+	s, err := n.rpc.OpenDeposit(ctx, relay)
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		s.Reset()
+		return nil, ErrClosed
+	}
+	if old := n.streams[relay]; old != nil {
+		go s.Reset()
+		return old, nil
+	}
+	n.streams[relay] = s
+	return s, nil
+}
+
+// dropStream forgets a failed deposit stream and resets it.
+func (n *netState) dropStream(relay peer.ID, s *rpc.DepositStream) {
+	n.mu.Lock()
+	if n.streams[relay] == s {
+		delete(n.streams, relay)
+	}
+	n.mu.Unlock()
+	s.Reset()
+}
+
+func (n *netState) close() {
+	n.mu.Lock()
+	n.closed = true
+	streams := n.streams
+	n.streams = map[peer.ID]*rpc.DepositStream{}
+	n.mu.Unlock()
+	for _, s := range streams {
+		s.Reset()
+	}
+	_ = n.dht.Close()
+	_ = n.host.Close()
+}
+
+// backoff is the delay before retry number attempt (1, 2, …): lo·2^(a−1),
+// capped at hi.
+func backoff(lo, hi time.Duration, attempt int) time.Duration {
+	d := lo
+	for i := 1; i < attempt && d < hi; i++ {
+		d *= 2
+	}
+	return min(d, hi)
+}
+
+// jitter draws a delay in [d/2, d] from r.
+func jitter(r io.Reader, d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	var b [8]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return d
+	}
+	half := uint64(d / 2)
+	return d/2 + time.Duration(binary.BigEndian.Uint64(b[:])%(half+1))
+}
+
+// mailboxOfKey returns the address of a mailbox private key.
+func mailboxOfKey(k ed25519.PrivateKey) wire.Mailbox {
+	return wire.MailboxOf(k.Public().(ed25519.PublicKey))
+}
+
+var errNoRelayAnswered = errors.New("no relay answered")
