@@ -1,27 +1,352 @@
 package store
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"iter"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cairn-net/cairn/wire"
 )
 
-var errNotImplemented = errors.New("store: not implemented yet")
-
 // Log is a relay's mailbox log (SPEC.md §6, §7, §10.4–§10.10, §13): every
 // mailbox's entries in (origin, seq) order, their fates, tombstones,
 // watermarks, quotas and reconciliation indexes, on one badger database.
-// All writes go through one commit goroutine that gathers concurrent
-// operations into one fsync'd transaction (group commit). A Log is safe
-// for concurrent use.
-type Log struct{}
+//
+// All writes go through one commit goroutine that gathers the operations
+// queued meanwhile (appends, imports, acks, sweeps …) into one badger
+// transaction, signs the receipts of its appends with one signature, and
+// commits it with one fsync (group commit, SPEC.md §13). Every caller waits
+// for that fsync. A Log is safe for concurrent use.
+//
+// Clocks: expiries, fate retention and stored_at use LogOptions.Now. Badger's
+// own TTL runs on the wall clock, so the log gives badger a wall-clock
+// deadline of wall_now + (due − now) and never relies on it for
+// correctness: reads filter by the stored expiry against Now, and the sweep
+// deletes by the expiry index against Now. Badger's TTL is a backstop that
+// keeps space bounded if the sweep falls behind.
+//
+// Lock order: closeMu (read) → mu. The commit goroutine holds mu while it
+// applies a batch and commits it, so readers never see in-memory state
+// (counters, known_through, indexes) ahead of what a badger read sees.
+type Log struct {
+	opts  LogOptions
+	db    *badger.DB
+	now   func() time.Time
+	log   *slog.Logger
+	own   uint32 // oid of opts.Origin
+	mem   bool
+	batch int
+
+	closeMu sync.RWMutex
+	closed  bool
+
+	reqs       chan *op
+	commitDone chan struct{}
+	bgStop     chan struct{}
+	bgDone     chan struct{}
+
+	mu        sync.RWMutex
+	failed    error
+	mboxes    map[wire.Mailbox]*mbox
+	byID      map[uint32]*mbox
+	origins   []peer.ID // by oid; origins[0] is unused
+	originIDs map[peer.ID]uint32
+	holesMu   sync.Mutex
+	holes     map[[2]uint32]uint64 // (mbid, oid) → lowest corrupt seq met; holesMu
+	nextMBID  uint32
+	nextBatch uint64
+
+	st counters
+}
+
+type counters struct {
+	entries, bytes, mailboxes, tombstones, indexBytes                 atomic.Int64
+	appends, imports, duplicates, acked, expired, evicted, corrupt    atomic.Uint64
+	rejQuota, rejFull, rejOther, commits, commitOps, gcRuns           atomic.Uint64
+}
+
+// mbox is the in-memory state of one mailbox. Fields are written by the
+// commit goroutine with Log.mu held and read with Log.mu held.
+type mbox struct {
+	id         uint32
+	addr       wire.Mailbox
+	entries    int64
+	bytes      int64
+	tombstones int64
+	kt         map[uint32]uint64 // known_through by oid (present = known origin)
+	lowLive    map[uint32]uint64 // hint: no live entry of oid below this seq
+	idx        [3]*digestIndex   // by Set; nil until loaded
+}
 
 // OpenLog opens (or creates) a log.
-func OpenLog(opts LogOptions) (*Log, error) { return nil, errNotImplemented }
+func OpenLog(opts LogOptions) (*Log, error) {
+	if opts.Origin == "" || len(opts.Origin) > wire.MaxPeerIDLen {
+		return nil, errors.New("store: LogOptions.Origin is required")
+	}
+	if opts.Signer == nil {
+		return nil, errors.New("store: LogOptions.Signer is required")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.DefaultTTL == 0 {
+		opts.DefaultTTL = DefaultTTL
+	}
+	if opts.MaxTTL == 0 {
+		opts.MaxTTL = DefaultMaxTTL
+	}
+	if opts.MailboxQuotaBytes == 0 {
+		opts.MailboxQuotaBytes = DefaultMailboxQuotaBytes
+	}
+	if opts.MailboxQuotaEntries == 0 {
+		opts.MailboxQuotaEntries = DefaultMailboxQuotaEntries
+	}
+	if opts.StorageCapBytes == 0 {
+		opts.StorageCapBytes = DefaultStorageCapBytes
+	}
+	if opts.FateRetention == 0 {
+		opts.FateRetention = DefaultFateRetention
+	}
+	if opts.GCInterval == 0 {
+		opts.GCInterval = DefaultGCInterval
+	}
+	if opts.MaxCommitBatch <= 0 {
+		opts.MaxCommitBatch = DefaultMaxCommitBatch
+	}
+	if opts.MaxCommitBatch > MaxCommitBatch {
+		opts.MaxCommitBatch = MaxCommitBatch
+	}
+	bo := badgerOptions(opts.Dir, opts.Logger).
+		WithCompression(options.None). // envelopes are ciphertext
+		WithNumVersionsToKeep(1)
+	if opts.Dir != "" {
+		// Envelopes go to the value log (reclaimed by value-log GC); the
+		// small index records stay in the LSM tree. In memory, badger keeps
+		// every value in its skiplists.
+		bo = bo.WithValueThreshold(256)
+	}
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("store: open log: %w", err)
+	}
+	l := &Log{
+		opts:       opts,
+		db:         db,
+		now:        opts.Now,
+		log:        opts.Logger,
+		mem:        opts.Dir == "",
+		batch:      opts.MaxCommitBatch,
+		reqs:       make(chan *op, 4*opts.MaxCommitBatch),
+		commitDone: make(chan struct{}),
+		bgStop:     make(chan struct{}),
+		bgDone:     make(chan struct{}),
+		mboxes:     make(map[wire.Mailbox]*mbox),
+		byID:       make(map[uint32]*mbox),
+		origins:    []peer.ID{""},
+		originIDs:  make(map[peer.ID]uint32),
+		holes:      make(map[[2]uint32]uint64),
+		nextMBID:   1,
+		nextBatch:  1,
+	}
+	if err := l.load(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	go l.run()
+	if opts.GCInterval > 0 {
+		go l.background()
+	} else {
+		close(l.bgDone)
+	}
+	return l, nil
+}
+
+// badgerOptions are the options shared by the log and the client store.
+func badgerOptions(dir string, logger *slog.Logger) badger.Options {
+	bo := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{logger}).
+		WithDetectConflicts(false).
+		WithSyncWrites(true).
+		WithMetricsEnabled(false)
+	if dir == "" {
+		bo = bo.WithInMemory(true).WithMemTableSize(16 << 20).WithBlockCacheSize(8 << 20)
+	}
+	return bo
+}
+
+// load reads the schema version, origins, mailboxes and watermarks.
+func (l *Log) load() error {
+	return l.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(keySchema)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			if err := txn.Set(keySchema, encodeU64(kindMeta, schemaVersion)); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		default:
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			ver, err := decodeU64(keySchema, v, kindMeta)
+			if err != nil {
+				return fmt.Errorf("store: open log: %w", err)
+			}
+			if ver != schemaVersion {
+				return fmt.Errorf("store: open log: schema version %d, want %d", ver, schemaVersion)
+			}
+		}
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+		defer it.Close()
+		for it.Seek([]byte{pOrigin}); it.ValidForPrefix([]byte{pOrigin}); it.Next() {
+			k := it.Item().KeyCopy(nil)
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			b, err := decodeBytes(k, v, kindOrigin)
+			if err != nil {
+				return fmt.Errorf("store: open log: %w", err)
+			}
+			id, err := peer.IDFromBytes(b)
+			if err != nil || len(k) != 5 {
+				return fmt.Errorf("store: open log: %w", corrupt(k, "origin"))
+			}
+			oid := binary.BigEndian.Uint32(k[1:])
+			for uint32(len(l.origins)) <= oid {
+				l.origins = append(l.origins, "")
+			}
+			l.origins[oid] = id
+			l.originIDs[id] = oid
+		}
+		for it.Seek([]byte{pMailbox}); it.ValidForPrefix([]byte{pMailbox}); it.Next() {
+			k := it.Item().KeyCopy(nil)
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			r, err := decodeMailbox(k, v)
+			if err != nil || len(k) != 5 {
+				return fmt.Errorf("store: open log: mailbox record: %w", err)
+			}
+			mb := &mbox{id: binary.BigEndian.Uint32(k[1:]), addr: r.addr, entries: r.entries, bytes: r.bytes,
+				tombstones: r.tombstones, kt: map[uint32]uint64{}, lowLive: map[uint32]uint64{}}
+			l.mboxes[r.addr] = mb
+			l.byID[mb.id] = mb
+			l.nextMBID = max(l.nextMBID, mb.id+1)
+			l.st.entries.Add(r.entries)
+			l.st.bytes.Add(r.bytes)
+			l.st.tombstones.Add(r.tombstones)
+		}
+		l.st.mailboxes.Store(int64(len(l.mboxes)))
+		for it.Seek([]byte{pKnown}); it.ValidForPrefix([]byte{pKnown}); it.Next() {
+			k := it.Item().KeyCopy(nil)
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			seq, err := decodeU64(k, v, kindKnown)
+			if err != nil || len(k) != 9 {
+				return fmt.Errorf("store: open log: known_through record: %w", err)
+			}
+			mb := l.byID[binary.BigEndian.Uint32(k[1:])]
+			if mb == nil {
+				return fmt.Errorf("store: open log: %w", corrupt(k, "known_through of an unknown mailbox"))
+			}
+			mb.kt[binary.BigEndian.Uint32(k[5:])] = seq
+		}
+		// The next batch id follows the highest stored one.
+		rit := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte{pBatch}})
+		defer rit.Close()
+		rit.Seek([]byte{pBatch, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+		if rit.Valid() {
+			if k := rit.Item().Key(); len(k) == 9 {
+				l.nextBatch = binary.BigEndian.Uint64(k[1:]) + 1
+			}
+		}
+		if oid, ok := l.originIDs[l.opts.Origin]; ok {
+			l.own = oid
+		} else {
+			l.own = uint32(len(l.origins))
+			l.origins = append(l.origins, l.opts.Origin)
+			l.originIDs[l.opts.Origin] = l.own
+			if err := txn.Set(originKey(l.own), encodeBytes(kindOrigin, []byte(l.opts.Origin))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// badgerLogger forwards badger's messages to slog.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error("badger: " + fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn("badger: " + fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug("badger: " + fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Debugf(string, ...any)       {}
+
+// enter takes the close lock for the duration of a public call.
+func (l *Log) enter() error {
+	l.closeMu.RLock()
+	if l.closed {
+		l.closeMu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (l *Log) exit() { l.closeMu.RUnlock() }
+
+// submit queues ops and waits until all are done or ctx ends.
+func (l *Log) submit(ctx context.Context, ops ...*op) error {
+	if err := l.enter(); err != nil {
+		return err
+	}
+	l.mu.RLock()
+	failed := l.failed
+	l.mu.RUnlock()
+	if failed != nil {
+		l.exit()
+		return fmt.Errorf("store: log failed earlier: %w", failed)
+	}
+	done := make(chan *op, len(ops))
+	for _, o := range ops {
+		o.done = done
+		select {
+		case l.reqs <- o:
+		case <-ctx.Done():
+			l.exit()
+			return ctx.Err()
+		}
+	}
+	l.exit()
+	for range ops {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
 
 // Append stores one envelope with this relay as origin and returns its
 // signed receipt once the group commit holding it is fsync'd. A known CID
@@ -31,125 +356,728 @@ func OpenLog(opts LogOptions) (*Log, error) { return nil, errNotImplemented }
 // ends while the append is in flight it may still be stored (a retry
 // deduplicates).
 func (l *Log) Append(ctx context.Context, d Deposit) (AppendResult, error) {
-	return AppendResult{}, errNotImplemented
+	o := &op{kind: opAppend, dep: d}
+	if err := l.submit(ctx, o); err != nil {
+		return AppendResult{}, err
+	}
+	return o.appendRes, o.err
 }
 
 // AppendMany appends deposits of a pipelined stream; each gets its own
 // result, in order. They share group commits with each other and with
 // concurrent callers.
 func (l *Log) AppendMany(ctx context.Context, ds []Deposit) []AppendManyResult {
-	return nil
+	ops := make([]*op, len(ds))
+	for i := range ds {
+		ops[i] = &op{kind: opAppend, dep: ds[i]}
+	}
+	err := l.submit(ctx, ops...)
+	out := make([]AppendManyResult, len(ds))
+	for i, o := range ops {
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		out[i] = AppendManyResult{AppendResult: o.appendRes, Err: o.err}
+	}
+	return out
 }
 
 // Import stores an entry replicated from another origin with its stamp
 // unchanged (SPEC.md §10.9). The caller has verified the stamp's signature;
-// Import checks that it matches the envelope. It advances known_through for
-// the stamp's origin over hole-free sequences.
+// Import checks that it matches the envelope (wire.ErrBadSignature if not).
+// It advances known_through for the stamp's origin over hole-free
+// sequences. An origin that signed two CIDs with one seq gets
+// wire.ErrBadSignature for the second.
 func (l *Log) Import(ctx context.Context, envelope []byte, stamp *wire.SignedReceipt) (duplicate bool, err error) {
-	return false, errNotImplemented
+	r := l.ImportMany(ctx, []Import{{Envelope: envelope, Stamp: *stamp}})
+	return r[0].Duplicate, r[0].Err
 }
 
 // ImportMany imports a batch of replicated entries; one result per entry,
 // in order.
-func (l *Log) ImportMany(ctx context.Context, entries []Import) []ImportResult { return nil }
-
-// Read returns one page of the entries of mailbox that cursor (nil: the
-// empty cursor) does not cover and that come after the resume position
-// after (nil: from the start), in (origin bytes, seq) order, with the
-// watermarks of SPEC.md §10.4. maxEntries and maxBytes bound the page
-// (≤ 0: no bound); a page holds at least one entry if any remains. A page
-// costs one seek per origin plus a scan of what it returns.
-func (l *Log) Read(mailbox wire.Mailbox, cursor *wire.Cursor, after *wire.Position, maxEntries, maxBytes int) (Page, error) {
-	return Page{}, errNotImplemented
+func (l *Log) ImportMany(ctx context.Context, entries []Import) []ImportResult {
+	ops := make([]*op, len(entries))
+	for i := range entries {
+		ops[i] = &op{kind: opImport, imp: entries[i]}
+	}
+	err := l.submit(ctx, ops...)
+	out := make([]ImportResult, len(entries))
+	for i, o := range ops {
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		out[i] = ImportResult{Duplicate: o.appendRes.Duplicate, Err: o.err}
+	}
+	return out
 }
 
-// Get returns the live entry with this CID in mailbox, or ErrNotFound.
-func (l *Log) Get(mailbox wire.Mailbox, c wire.CID) (StoredEntry, error) {
-	return StoredEntry{}, errNotImplemented
-}
-
-// GetBySeq returns the live entry (origin, seq) of mailbox, or ErrNotFound.
-func (l *Log) GetBySeq(mailbox wire.Mailbox, origin peer.ID, seq uint64) (StoredEntry, error) {
-	return StoredEntry{}, errNotImplemented
-}
+// ackChunk bounds the deletions of one ack or sweep operation, so one
+// transaction stays far below badger's size limit.
+const ackChunk = 1024
 
 // Ack deletes the listed entries of mailbox and every entry upTo covers
 // (nil: none), leaving a tombstone for each (SPEC.md §10.6). Unknown or
-// already acked CIDs are ignored.
+// already acked CIDs are ignored. A large ack is applied in several
+// transactions; each is durable before the next starts, and an ack
+// interrupted by a crash can be repeated.
 func (l *Log) Ack(ctx context.Context, mailbox wire.Mailbox, cids []wire.CID, upTo *wire.Cursor) (AckResult, error) {
-	return AckResult{}, errNotImplemented
+	var res AckResult
+	for first := true; first || upTo != nil; first = false {
+		o := &op{kind: opAck, mb: mailbox, upTo: upTo}
+		if first {
+			o.cids = cids
+		}
+		if err := l.submit(ctx, o); err != nil {
+			return res, err
+		}
+		if o.err != nil {
+			return res, o.err
+		}
+		res.Acked += len(o.tombs)
+		res.Tombstones = append(res.Tombstones, o.tombs...)
+		if !o.more {
+			break
+		}
+	}
+	return res, nil
 }
 
 // ImportTombstones applies tombstones replicated from another replica
 // (SPEC.md §10.9): a held entry is deleted, an unknown one is recorded as
 // acked so it is never stored later. It returns how many changed state.
 func (l *Log) ImportTombstones(ctx context.Context, ts []Tombstone) (int, error) {
-	return 0, errNotImplemented
+	n := 0
+	for len(ts) > 0 {
+		k := min(len(ts), ackChunk)
+		o := &op{kind: opTombstones, tombs: ts[:k]}
+		if err := l.submit(ctx, o); err != nil {
+			return n, err
+		}
+		if o.err != nil {
+			return n, o.err
+		}
+		n += o.count
+		ts = ts[k:]
+	}
+	return n, nil
 }
-
-// Tombstone returns the unexpired tombstone of c in mailbox, or ErrNotFound.
-func (l *Log) Tombstone(mailbox wire.Mailbox, c wire.CID) (Tombstone, error) {
-	return Tombstone{}, errNotImplemented
-}
-
-// Fate returns what became of c in mailbox (SPEC.md §10.7).
-func (l *Log) Fate(mailbox wire.Mailbox, c wire.CID) (Fate, error) {
-	return FateUnknown, errNotImplemented
-}
-
-// KnownThrough returns known_through of every origin the log knows for
-// mailbox (SPEC.md §7), sorted by origin bytes.
-func (l *Log) KnownThrough(mailbox wire.Mailbox) []wire.Position { return nil }
 
 // AdoptKnownThrough raises known_through of (mailbox, origin) to seq, as
 // SPEC.md §10.10 allows after a complete reconciliation with the origin.
 func (l *Log) AdoptKnownThrough(ctx context.Context, mailbox wire.Mailbox, origin peer.ID, seq uint64) error {
-	return errNotImplemented
-}
-
-// Mailboxes iterates over a snapshot of the mailboxes the log holds state
-// for, in no particular order.
-func (l *Log) Mailboxes() iter.Seq[MailboxInfo] { return func(func(MailboxInfo) bool) {} }
-
-// Mailbox returns the summary of one mailbox; ok is false if the log holds
-// nothing for it.
-func (l *Log) Mailbox(mailbox wire.Mailbox) (info MailboxInfo, ok bool) { return MailboxInfo{}, false }
-
-// RangeFingerprint returns the accumulator (fingerprint and count) of the
-// items of set in mailbox with lower ≤ digest < upper, bytewise (SPEC.md
-// §10.10). An empty lower means from the start, an empty upper to the end.
-func (l *Log) RangeFingerprint(mailbox wire.Mailbox, set Set, lower, upper []byte) (wire.FingerprintAcc, error) {
-	return wire.FingerprintAcc{}, errNotImplemented
-}
-
-// RangeItems lists the digests of the items of set in [lower, upper), in
-// order, at most limit of them (≤ 0: all).
-func (l *Log) RangeItems(mailbox wire.Mailbox, set Set, lower, upper []byte, limit int) ([][32]byte, error) {
-	return nil, errNotImplemented
-}
-
-// SplitRange splits [lower, upper) into at most k subranges of equal item
-// count (the last may differ by the remainder), each with its fingerprint.
-// A range with fewer than k items gives one subrange per item (or one empty
-// subrange).
-func (l *Log) SplitRange(mailbox wire.Mailbox, set Set, lower, upper []byte, k int) ([]Subrange, error) {
-	return nil, errNotImplemented
+	if len(origin) == 0 || len(origin) > wire.MaxPeerIDLen {
+		return fmt.Errorf("adopt known_through: origin: %w", wire.ErrMalformed)
+	}
+	o := &op{kind: opAdopt, mb: mailbox, origin: origin, seq: seq}
+	if err := l.submit(ctx, o); err != nil {
+		return err
+	}
+	return o.err
 }
 
 // Sweep deletes entries whose expiry has passed on the log's clock (writing
 // EXPIRED fates and fixing the quota counters) and drops expired tombstones.
 // The background loop calls it every GCInterval.
 func (l *Log) Sweep(ctx context.Context) (SweepResult, error) {
-	return SweepResult{}, errNotImplemented
+	var res SweepResult
+	for {
+		o := &op{kind: opSweep}
+		if err := l.submit(ctx, o); err != nil {
+			return res, err
+		}
+		if o.err != nil {
+			return res, o.err
+		}
+		res.Expired += o.count
+		res.Tombstones += o.count2
+		if !o.more {
+			return res, nil
+		}
+	}
 }
 
 // GC runs badger's value-log garbage collection until it finds nothing to
-// rewrite. The background loop calls it every GCInterval.
-func (l *Log) GC() error { return errNotImplemented }
+// rewrite. The background loop calls it every GCInterval. On an in-memory
+// log it does nothing.
+func (l *Log) GC() error {
+	if err := l.enter(); err != nil {
+		return err
+	}
+	defer l.exit()
+	return runValueLogGC(l.db, &l.st.gcRuns)
+}
 
-// Stats returns the current counters.
-func (l *Log) Stats() Stats { return Stats{} }
+func runValueLogGC(db *badger.DB, runs *atomic.Uint64) error {
+	if db.Opts().InMemory {
+		return nil
+	}
+	for i := 0; i < 100; i++ {
+		err := db.RunValueLogGC(0.5)
+		switch {
+		case err == nil:
+			runs.Add(1)
+		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
+			return nil
+		default:
+			return fmt.Errorf("store: value-log gc: %w", err)
+		}
+	}
+	return nil
+}
+
+func (l *Log) background() {
+	defer close(l.bgDone)
+	t := time.NewTicker(l.opts.GCInterval)
+	defer t.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-l.bgStop
+		cancel()
+	}()
+	for {
+		select {
+		case <-l.bgStop:
+			return
+		case <-t.C:
+		}
+		if res, err := l.Sweep(ctx); err != nil {
+			if !errors.Is(err, ErrClosed) && ctx.Err() == nil {
+				l.log.Error("store: sweep", "err", err)
+			}
+		} else if res.Expired+res.Tombstones > 0 {
+			l.log.Debug("store: sweep", "expired", res.Expired, "tombstones", res.Tombstones)
+		}
+		if err := l.GC(); err != nil && !errors.Is(err, ErrClosed) {
+			l.log.Error("store: gc", "err", err)
+		}
+	}
+}
 
 // Close stops the background loop, waits for in-flight commits and closes
 // the database. Calls after Close fail with ErrClosed.
-func (l *Log) Close() error { return errNotImplemented }
+func (l *Log) Close() error {
+	close(l.bgStop)
+	<-l.bgDone
+	l.closeMu.Lock()
+	if l.closed {
+		l.closeMu.Unlock()
+		return ErrClosed
+	}
+	l.closed = true
+	l.closeMu.Unlock()
+	l.reqs <- &op{kind: opStop}
+	<-l.commitDone
+	return l.db.Close()
+}
+
+// Stats returns the current counters.
+func (l *Log) Stats() Stats {
+	s := &l.st
+	return Stats{
+		Entries: s.entries.Load(), Bytes: s.bytes.Load(), Mailboxes: s.mailboxes.Load(),
+		Tombstones: s.tombstones.Load(), IndexBytes: s.indexBytes.Load(),
+		Appends: s.appends.Load(), Imports: s.imports.Load(), Duplicates: s.duplicates.Load(),
+		Acked: s.acked.Load(), Expired: s.expired.Load(), Evicted: s.evicted.Load(),
+		Corrupt: s.corrupt.Load(), RejectedQuota: s.rejQuota.Load(), RejectedFull: s.rejFull.Load(),
+		RejectedOther: s.rejOther.Load(), Commits: s.commits.Load(), CommitOps: s.commitOps.Load(),
+		GCRuns: s.gcRuns.Load(),
+	}
+}
+
+// KnownThrough returns known_through of every origin the log knows for
+// mailbox (SPEC.md §7), sorted by origin bytes. Origins at 0 are omitted.
+func (l *Log) KnownThrough(mailbox wire.Mailbox) []wire.Position {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	mb := l.mboxes[mailbox]
+	if mb == nil {
+		return nil
+	}
+	var out []wire.Position
+	for _, o := range l.sortedOrigins(mb) {
+		if w := l.watermark(mb, o.oid, o.kt); w > 0 {
+			out = append(out, wire.Position{Origin: o.id, Seq: w})
+		}
+	}
+	return out
+}
+
+type originKT struct {
+	id  peer.ID
+	oid uint32
+	kt  uint64
+}
+
+// sortedOrigins lists mb's origins by peer ID bytes. Caller holds mu.
+func (l *Log) sortedOrigins(mb *mbox) []originKT {
+	out := make([]originKT, 0, len(mb.kt))
+	for oid, kt := range mb.kt {
+		out = append(out, originKT{id: l.origins[oid], oid: oid, kt: kt})
+	}
+	slices.SortFunc(out, func(a, b originKT) int { return cmp.Compare(a.id, b.id) })
+	return out
+}
+
+// watermark is known_through, held below the lowest corrupt record met.
+// Caller holds mu (read).
+func (l *Log) watermark(mb *mbox, oid uint32, kt uint64) uint64 {
+	l.holesMu.Lock()
+	h, ok := l.holes[[2]uint32{mb.id, oid}]
+	l.holesMu.Unlock()
+	if ok && h <= kt {
+		return h - 1
+	}
+	return kt
+}
+
+// Mailboxes iterates over a snapshot of the mailboxes the log holds state
+// for, in no particular order.
+func (l *Log) Mailboxes() iter.Seq[MailboxInfo] {
+	l.mu.RLock()
+	infos := make([]MailboxInfo, 0, len(l.mboxes))
+	for _, mb := range l.mboxes {
+		infos = append(infos, mb.info())
+	}
+	l.mu.RUnlock()
+	return func(yield func(MailboxInfo) bool) {
+		for _, in := range infos {
+			if !yield(in) {
+				return
+			}
+		}
+	}
+}
+
+func (mb *mbox) info() MailboxInfo {
+	return MailboxInfo{Mailbox: mb.addr, Entries: mb.entries, Bytes: mb.bytes, Tombstones: mb.tombstones}
+}
+
+// Mailbox returns the summary of one mailbox; ok is false if the log holds
+// nothing for it.
+func (l *Log) Mailbox(mailbox wire.Mailbox) (info MailboxInfo, ok bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	mb := l.mboxes[mailbox]
+	if mb == nil {
+		return MailboxInfo{}, false
+	}
+	return mb.info(), true
+}
+
+func (l *Log) nowUnix() int64 { return l.now().Unix() }
+
+// Fate returns what became of c in mailbox (SPEC.md §10.7).
+func (l *Log) Fate(mailbox wire.Mailbox, c wire.CID) (Fate, error) {
+	if err := l.enter(); err != nil {
+		return FateUnknown, err
+	}
+	defer l.exit()
+	l.mu.RLock()
+	mb := l.mboxes[mailbox]
+	l.mu.RUnlock()
+	if mb == nil {
+		return FateUnknown, nil
+	}
+	var f Fate
+	err := l.db.View(func(txn *badger.Txn) error {
+		r, ok, err := getFate(txn, mb.id, c.Digest())
+		if err != nil || !ok {
+			return err
+		}
+		f = l.effectiveFate(r)
+		return nil
+	})
+	return f, err
+}
+
+// effectiveFate applies the clock: a stored entry past its expiry is
+// expired, and a fate past its retention is forgotten.
+func (l *Log) effectiveFate(r fateRec) Fate {
+	now := l.nowUnix()
+	if int64(r.expiry)+int64(l.opts.FateRetention/time.Second) <= now {
+		return FateUnknown
+	}
+	if r.fate == FateStored && int64(r.expiry) <= now {
+		return FateExpired
+	}
+	return r.fate
+}
+
+func getFate(txn *badger.Txn, mbid uint32, d [32]byte) (fateRec, bool, error) {
+	k := fateKey(mbid, d)
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return fateRec{}, false, nil
+	}
+	if err != nil {
+		return fateRec{}, false, err
+	}
+	var r fateRec
+	err = item.Value(func(v []byte) error {
+		var err error
+		r, err = decodeFate(k, v)
+		return err
+	})
+	return r, err == nil, err
+}
+
+// Tombstone returns the unexpired tombstone of c in mailbox, or ErrNotFound.
+func (l *Log) Tombstone(mailbox wire.Mailbox, c wire.CID) (Tombstone, error) {
+	if err := l.enter(); err != nil {
+		return Tombstone{}, err
+	}
+	defer l.exit()
+	l.mu.RLock()
+	mb := l.mboxes[mailbox]
+	var origin peer.ID
+	l.mu.RUnlock()
+	if mb == nil {
+		return Tombstone{}, ErrNotFound
+	}
+	var t Tombstone
+	err := l.db.View(func(txn *badger.Txn) error {
+		r, ok, err := getFate(txn, mb.id, c.Digest())
+		if err != nil {
+			return err
+		}
+		if !ok || r.fate != FateAcked || int64(r.expiry) <= l.nowUnix() {
+			return ErrNotFound
+		}
+		l.mu.RLock()
+		origin = l.origins[r.origin]
+		l.mu.RUnlock()
+		t = Tombstone{Mailbox: mailbox, CID: c, Origin: origin, Seq: r.seq, Expiry: r.expiry}
+		return nil
+	})
+	return t, err
+}
+
+// Get returns the live entry with this CID in mailbox, or ErrNotFound.
+func (l *Log) Get(mailbox wire.Mailbox, c wire.CID) (StoredEntry, error) {
+	if err := l.enter(); err != nil {
+		return StoredEntry{}, err
+	}
+	defer l.exit()
+	l.mu.RLock()
+	mb := l.mboxes[mailbox]
+	l.mu.RUnlock()
+	if mb == nil {
+		return StoredEntry{}, ErrNotFound
+	}
+	var e StoredEntry
+	err := l.db.View(func(txn *badger.Txn) error {
+		r, ok, err := getFate(txn, mb.id, c.Digest())
+		if err != nil {
+			return err
+		}
+		if !ok || r.fate != FateStored {
+			return ErrNotFound
+		}
+		l.mu.RLock()
+		origin := l.origins[r.origin]
+		l.mu.RUnlock()
+		e, err = l.readEntry(txn, mb, r.origin, origin, r.seq, nil)
+		return err
+	})
+	return e, err
+}
+
+// GetBySeq returns the live entry (origin, seq) of mailbox, or ErrNotFound.
+func (l *Log) GetBySeq(mailbox wire.Mailbox, origin peer.ID, seq uint64) (StoredEntry, error) {
+	if err := l.enter(); err != nil {
+		return StoredEntry{}, err
+	}
+	defer l.exit()
+	l.mu.RLock()
+	mb := l.mboxes[mailbox]
+	oid, ok := l.originIDs[origin]
+	l.mu.RUnlock()
+	if mb == nil || !ok {
+		return StoredEntry{}, ErrNotFound
+	}
+	var e StoredEntry
+	err := l.db.View(func(txn *badger.Txn) error {
+		var err error
+		e, err = l.readEntry(txn, mb, oid, origin, seq, nil)
+		return err
+	})
+	return e, err
+}
+
+// readEntry reads and rebuilds one live entry.
+func (l *Log) readEntry(txn *badger.Txn, mb *mbox, oid uint32, origin peer.ID, seq uint64, trees map[uint64]*batchTree) (StoredEntry, error) {
+	k := entryKey(mb.id, oid, seq)
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return StoredEntry{}, ErrNotFound
+	}
+	if err != nil {
+		return StoredEntry{}, err
+	}
+	if m := item.UserMeta(); m != kindLocalEntry && m != kindImportedEntry {
+		return StoredEntry{}, ErrNotFound
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return StoredEntry{}, err
+	}
+	e, live, err := l.buildEntry(txn, mb, origin, seq, k, v, trees)
+	if err != nil {
+		l.noteCorrupt(mb.id, oid, seq, err)
+		return StoredEntry{}, err
+	}
+	if !live {
+		return StoredEntry{}, ErrNotFound
+	}
+	return e, nil
+}
+
+func (l *Log) noteCorrupt(mbid, oid uint32, seq uint64, err error) {
+	if !errors.Is(err, ErrCorrupt) {
+		return
+	}
+	l.st.corrupt.Add(1)
+	l.log.Error("store: corrupt record", "err", err)
+	l.holesMu.Lock()
+	k := [2]uint32{mbid, oid}
+	if h, ok := l.holes[k]; !ok || seq < h {
+		l.holes[k] = seq
+	}
+	l.holesMu.Unlock()
+}
+
+// buildEntry decodes an E value into a StoredEntry. live is false for
+// marks and for entries past their expiry on the log's clock. v must not
+// be reused by the caller.
+func (l *Log) buildEntry(txn *badger.Txn, mb *mbox, origin peer.ID, seq uint64, k, v []byte, trees map[uint64]*batchTree) (StoredEntry, bool, error) {
+	r, err := decodeEntry(k, v)
+	if err != nil {
+		return StoredEntry{}, false, err
+	}
+	switch r.kind {
+	case kindImportedEntry:
+		s, err := wire.ParseSignedReceipt(r.stamp)
+		if err != nil {
+			return StoredEntry{}, false, corrupt(k, "stamp: %v", err)
+		}
+		if s.Seq != seq || s.Mailbox != mb.addr {
+			return StoredEntry{}, false, corrupt(k, "stamp does not match its key")
+		}
+		if int64(s.Expiry) <= l.nowUnix() {
+			return StoredEntry{}, false, nil
+		}
+		return StoredEntry{Envelope: r.envelope, Stamp: *s}, true, nil
+	case kindLocalEntry:
+		if int64(r.expiry) <= l.nowUnix() {
+			return StoredEntry{}, false, nil
+		}
+		rc := wire.Receipt{Origin: origin, Mailbox: mb.addr, CID: wire.CIDOf(r.envelope), Seq: seq,
+			StoredAtMs: r.storedAtMs, Expiry: r.expiry}
+		t := trees[r.batch]
+		if t == nil {
+			bk := batchKey(r.batch)
+			item, err := txn.Get(bk)
+			if err != nil {
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					return StoredEntry{}, false, corrupt(k, "receipt batch %d missing", r.batch)
+				}
+				return StoredEntry{}, false, err
+			}
+			var br batchRec
+			if err := item.Value(func(v []byte) error {
+				var err error
+				br, err = decodeBatch(bk, v)
+				return err
+			}); err != nil {
+				return StoredEntry{}, false, err
+			}
+			t = newBatchTree(br)
+			if trees != nil {
+				trees[r.batch] = t
+			}
+		}
+		n := len(t.rec.leaves)
+		if int(r.index) >= n {
+			return StoredEntry{}, false, corrupt(k, "leaf %d of a batch of %d", r.index, n)
+		}
+		enc, err := rc.Marshal()
+		if err != nil {
+			return StoredEntry{}, false, corrupt(k, "receipt: %v", err)
+		}
+		if merkleLeaf(enc) != t.rec.leaves[r.index] {
+			return StoredEntry{}, false, corrupt(k, "receipt does not match its batch leaf")
+		}
+		s := wire.SignedReceipt{Receipt: rc, BatchSize: uint16(n), Index: r.index,
+			Path: t.path(int(r.index)), Signature: t.rec.sig}
+		return StoredEntry{Envelope: r.envelope, Stamp: s}, true, nil
+	}
+	return StoredEntry{}, false, nil
+}
+
+// Read returns one page of the entries of mailbox that cursor (nil: the
+// empty cursor) does not cover and that come after the resume position
+// after (nil: from the start), in (origin bytes, seq) order, with the
+// watermarks of SPEC.md §10.4. maxEntries and maxBytes bound the page
+// (≤ 0: no bound; bytes count envelopes); a page holds at least one entry
+// if any remains. A page costs one seek per origin plus a scan of what it
+// returns (and of the tombstones between).
+func (l *Log) Read(mailbox wire.Mailbox, cursor *wire.Cursor, after *wire.Position, maxEntries, maxBytes int) (Page, error) {
+	if err := l.enter(); err != nil {
+		return Page{}, err
+	}
+	defer l.exit()
+	if cursor == nil {
+		cursor = &wire.Cursor{}
+	}
+	l.mu.RLock()
+	mb := l.mboxes[mailbox]
+	var origins []originKT
+	if mb != nil {
+		origins = l.sortedOrigins(mb)
+	}
+	l.mu.RUnlock()
+	var page Page
+	if mb == nil {
+		return page, nil
+	}
+	// The snapshot is taken after known_through was read, so it holds every
+	// entry the watermarks vouch for.
+	txn := l.db.NewTransaction(false)
+	defer txn.Discard()
+	trees := map[uint64]*batchTree{}
+	bytesSent := 0
+	endedIn, lastSent := -1, uint64(0)
+	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+	defer it.Close()
+	wm := func(i int) uint64 {
+		return l.watermark(mb, origins[i].oid, origins[i].kt)
+	}
+scan:
+	for i, o := range origins {
+		if after != nil && o.id < after.Origin {
+			continue
+		}
+		start := cursor.Get(o.id) + 1
+		if after != nil && o.id == after.Origin {
+			start = max(start, after.Seq+1)
+		}
+		prefix := entryPrefix(mb.id, o.oid)
+		for it.Seek(entryKey(mb.id, o.oid, start)); it.ValidForPrefix(prefix); it.Next() {
+			item := it.Item()
+			if m := item.UserMeta(); m != kindLocalEntry && m != kindImportedEntry {
+				continue
+			}
+			k := item.KeyCopy(nil)
+			_, _, seq, _ := parseEntryKey(k)
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return Page{}, err
+			}
+			e, live, err := l.buildEntry(txn, mb, o.id, seq, k, v, trees)
+			if err != nil {
+				var ce *CorruptError
+				if !errors.As(err, &ce) {
+					return Page{}, err
+				}
+				l.noteCorrupt(mb.id, o.oid, seq, err)
+				page.Corrupt = append(page.Corrupt, ce)
+				continue
+			}
+			if !live {
+				continue
+			}
+			if (maxEntries > 0 && len(page.Entries) >= maxEntries) ||
+				(maxBytes > 0 && len(page.Entries) > 0 && bytesSent+len(e.Envelope) > maxBytes) {
+				page.More = true
+				if lastSent > 0 && endedIn == i {
+					page.Watermarks = append(page.Watermarks, wire.Position{Origin: o.id, Seq: min(wm(i), lastSent)})
+				}
+				break scan
+			}
+			page.Entries = append(page.Entries, e)
+			bytesSent += len(e.Envelope)
+			endedIn, lastSent = i, seq
+		}
+		if w := wm(i); w > 0 {
+			page.Watermarks = append(page.Watermarks, wire.Position{Origin: o.id, Seq: w})
+		}
+	}
+	if !page.More {
+		page.Watermarks = page.Watermarks[:0]
+		for i := range origins {
+			if w := wm(i); w > 0 {
+				page.Watermarks = append(page.Watermarks, wire.Position{Origin: origins[i].id, Seq: w})
+			}
+		}
+	}
+	return page, nil
+}
+
+
+// ensureIndex loads the reconciliation index of (mailbox, set) through the
+// commit goroutine, so no commit can slip between the scan and the
+// installation. It returns nil if the log holds nothing for the mailbox.
+func (l *Log) ensureIndex(mailbox wire.Mailbox, set Set) (*mbox, error) {
+	if set != SetEntries && set != SetTombstones {
+		return nil, fmt.Errorf("store: reconciliation set %d: %w", set, wire.ErrMalformed)
+	}
+	l.mu.RLock()
+	mb := l.mboxes[mailbox]
+	loaded := mb != nil && mb.idx[set] != nil
+	l.mu.RUnlock()
+	if mb == nil || loaded {
+		return mb, nil
+	}
+	o := &op{kind: opLoadIndex, mb: mailbox, set: set}
+	if err := l.submit(context.Background(), o); err != nil {
+		return nil, err
+	}
+	return mb, o.err
+}
+
+// RangeFingerprint returns the accumulator (fingerprint and count) of the
+// items of set in mailbox with lower ≤ digest < upper, bytewise (SPEC.md
+// §10.10). An empty lower means from the start, an empty upper to the end.
+// The first call for a (mailbox, set) loads its index (one scan of the
+// mailbox's fate records); later calls are served from memory.
+func (l *Log) RangeFingerprint(mailbox wire.Mailbox, set Set, lower, upper []byte) (wire.FingerprintAcc, error) {
+	mb, err := l.ensureIndex(mailbox, set)
+	if err != nil || mb == nil {
+		return wire.FingerprintAcc{}, err
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return mb.idx[set].rangeAcc(lower, upper), nil
+}
+
+// RangeItems lists the digests of the items of set in [lower, upper), in
+// order, at most limit of them (≤ 0: all).
+func (l *Log) RangeItems(mailbox wire.Mailbox, set Set, lower, upper []byte, limit int) ([][32]byte, error) {
+	mb, err := l.ensureIndex(mailbox, set)
+	if err != nil || mb == nil {
+		return nil, err
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return mb.idx[set].rangeItems(lower, upper, limit), nil
+}
+
+// SplitRange splits [lower, upper) into min(k, n) subranges of equal item
+// count (sizes differ by at most one, larger first), each with its
+// fingerprint; the last ends at upper. An empty range gives one empty
+// subrange.
+func (l *Log) SplitRange(mailbox wire.Mailbox, set Set, lower, upper []byte, k int) ([]Subrange, error) {
+	mb, err := l.ensureIndex(mailbox, set)
+	if err != nil {
+		return nil, err
+	}
+	if mb == nil {
+		return []Subrange{{Upper: clone(upper)}}, nil
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return mb.idx[set].split(lower, upper, k), nil
+}

@@ -1,0 +1,1079 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cairn-net/cairn/wire"
+)
+
+type opKind uint8
+
+const (
+	opAppend opKind = iota + 1
+	opImport
+	opAck
+	opTombstones
+	opAdopt
+	opSweep
+	opLoadIndex
+	opStop
+)
+
+// op is one operation queued for the commit goroutine.
+type op struct {
+	kind   opKind
+	dep    Deposit
+	imp    Import
+	mb     wire.Mailbox
+	cids   []wire.CID
+	upTo   *wire.Cursor
+	tombs  []Tombstone
+	origin peer.ID
+	seq    uint64
+	set    Set
+	done   chan *op
+
+	// results
+	err       error
+	appendRes AppendResult
+	more      bool
+	count     int
+	count2    int
+	dupOf     *pendingAppend
+}
+
+// heavy ops touch up to ackChunk entries each.
+func (o *op) heavy() bool { return o.kind != opAppend && o.kind != opImport }
+
+func (o *op) size() int {
+	switch o.kind {
+	case opAppend:
+		return len(o.dep.Envelope)
+	case opImport:
+		return len(o.imp.Envelope)
+	}
+	return 0
+}
+
+const (
+	maxBatchBytes = 4 << 20
+	maxBatchHeavy = 4
+	// markSlack is added to the badger TTL of fate records and marks, which
+	// the sweep removes on the log's clock; badger's TTL only bounds them if
+	// the sweep never runs.
+	markSlack = 30 * 24 * time.Hour
+	// importSkew is how far beyond now+MaxTTL an imported entry's expiry
+	// may be (another origin's clock and policy).
+	importSkew = time.Hour
+)
+
+// run is the commit goroutine.
+func (l *Log) run() {
+	defer close(l.commitDone)
+	var carry *op
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			first = <-l.reqs
+		}
+		if first.kind == opStop {
+			return
+		}
+		batch := []*op{first}
+		bytes, heavy := first.size(), 0
+		if first.heavy() {
+			heavy++
+		}
+		stop := false
+	drain:
+		for len(batch) < l.batch {
+			select {
+			case o := <-l.reqs:
+				if o.kind == opStop {
+					stop = true
+					break drain
+				}
+				if bytes+o.size() > maxBatchBytes || (o.heavy() && heavy >= maxBatchHeavy) {
+					carry = o
+					break drain
+				}
+				bytes += o.size()
+				if o.heavy() {
+					heavy++
+				}
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		l.commit(batch)
+		if stop {
+			return
+		}
+	}
+}
+
+// batchCtx is the state of one group commit.
+type batchCtx struct {
+	l       *Log
+	txn     *badger.Txn
+	now     int64
+	nowMs   uint64
+	wall    int64
+	mbs     map[*mbox]bool
+	kts     map[*mbox]map[uint32]bool
+	appends []*pendingAppend
+	inBatch map[[32]byte]*pendingAppend
+	recon   []reconOp
+	stored  []StoredEntry
+	trees   map[uint64]*batchTree
+	dups    []*op
+}
+
+type pendingAppend struct {
+	op      *op
+	receipt wire.Receipt
+	env     []byte
+}
+
+type reconOp struct {
+	mb  *mbox
+	set Set
+	d   [32]byte
+	add bool
+}
+
+// commit applies a batch in one transaction and one fsync. It holds l.mu
+// throughout, so readers see either none or all of the batch's in-memory
+// effects, and never before badger holds them.
+func (l *Log) commit(batch []*op) {
+	stored, err := l.commitLocked(batch)
+	for _, o := range batch {
+		if err != nil {
+			o.err = err
+		}
+		o.done <- o
+	}
+	if err == nil && l.opts.OnStored != nil {
+		for _, e := range stored {
+			l.opts.OnStored(e)
+		}
+	}
+}
+
+func (l *Log) commitLocked(batch []*op) ([]StoredEntry, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failed != nil {
+		return nil, fmt.Errorf("store: log failed earlier: %w", l.failed)
+	}
+	now := l.now()
+	b := &batchCtx{
+		l: l, txn: l.db.NewTransaction(true), now: now.Unix(), nowMs: uint64(now.UnixMilli()),
+		wall: time.Now().Unix(), mbs: map[*mbox]bool{}, kts: map[*mbox]map[uint32]bool{},
+		inBatch: map[[32]byte]*pendingAppend{}, trees: map[uint64]*batchTree{},
+	}
+	defer b.txn.Discard()
+	err := b.apply(batch)
+	if err == nil {
+		err = b.finish()
+	}
+	if err == nil {
+		err = b.txn.Commit()
+	}
+	if err != nil {
+		// In-memory state may be ahead of the disk now; refuse everything
+		// until the log is reopened (which reloads it from disk).
+		l.failed = err
+		l.log.Error("store: commit failed; the log refuses further operations", "err", err)
+		return nil, fmt.Errorf("store: commit: %w: %w", wire.ErrInternal, err)
+	}
+	l.st.commits.Add(1)
+	l.st.commitOps.Add(uint64(len(batch)))
+	touched := map[*digestIndex]bool{}
+	for _, r := range b.recon {
+		x := r.mb.idx[r.set]
+		if x == nil {
+			continue
+		}
+		if r.add {
+			x.insert(r.d)
+		} else {
+			x.remove(r.d)
+		}
+		touched[x] = true
+	}
+	for x := range touched {
+		old := x.bytes
+		x.bytes = x.memBytes()
+		l.st.indexBytes.Add(x.bytes - old)
+	}
+	for _, o := range b.dups {
+		o.appendRes.Receipt = o.dupOf.op.appendRes.Receipt
+	}
+	return b.stored, nil
+}
+
+func (b *batchCtx) apply(batch []*op) error {
+	for _, o := range batch {
+		var err error
+		switch o.kind {
+		case opAppend:
+			err = b.doAppend(o)
+		case opImport:
+			err = b.doImport(o)
+		case opAck:
+			err = b.doAck(o)
+		case opTombstones:
+			err = b.doTombstones(o)
+		case opAdopt:
+			err = b.doAdopt(o)
+		case opSweep:
+			err = b.doSweep(o)
+		case opLoadIndex:
+			err = b.doLoadIndex(o)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finish signs the batch's receipts and writes the counters it changed.
+func (b *batchCtx) finish() error {
+	l := b.l
+	if n := len(b.appends); n > 0 {
+		id := l.nextBatch
+		l.nextBatch++
+		rec := batchRec{leaves: make([][32]byte, n)}
+		var maxExp uint64
+		buf := make([]byte, 0, 256)
+		for i, p := range b.appends {
+			var err error
+			if buf, err = p.receipt.AppendMarshal(buf[:0]); err != nil {
+				return err
+			}
+			rec.leaves[i] = merkleLeaf(buf)
+			maxExp = max(maxExp, p.receipt.Expiry)
+		}
+		t := newBatchTree(rec)
+		root := t.root(0, n)
+		in := make([]byte, 0, len(wire.LabelReceipt)+35)
+		in = append(append(in, wire.LabelReceipt...), 0)
+		in = binary.BigEndian.AppendUint16(in, uint16(n))
+		in = append(in, root[:]...)
+		sig, err := l.opts.Signer.Sign(in)
+		if err != nil {
+			return fmt.Errorf("sign receipts: %w", err)
+		}
+		if len(sig) != 64 {
+			return fmt.Errorf("sign receipts: signature of %d bytes: not Ed25519", len(sig))
+		}
+		rec.sig = [64]byte(sig)
+		t.rec.sig = rec.sig
+		if err := b.set(batchKey(id), rec.encode(), kindBatch, int64(maxExp), markSlack); err != nil {
+			return err
+		}
+		for i, p := range b.appends {
+			s := wire.SignedReceipt{Receipt: p.receipt, BatchSize: uint16(n), Index: uint16(i),
+				Path: t.path(i), Signature: rec.sig}
+			p.op.appendRes = AppendResult{Receipt: s, Fate: FateStored}
+			b.stored = append(b.stored, StoredEntry{Envelope: p.env, Stamp: s})
+		}
+	}
+	for mb := range b.mbs {
+		r := mailboxRec{addr: mb.addr, entries: mb.entries, bytes: mb.bytes, tombstones: mb.tombstones}
+		if err := b.txn.Set(mailboxKey(mb.id), r.encode()); err != nil {
+			return err
+		}
+	}
+	for mb, oids := range b.kts {
+		for oid := range oids {
+			if err := b.txn.Set(knownKey(mb.id, oid), encodeU64(kindKnown, mb.kt[oid])); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// set writes a record whose badger TTL is the wall-clock equivalent of due
+// (a time on the log's clock) plus slack; due 0 means no TTL.
+func (b *batchCtx) set(k, v []byte, meta byte, due int64, slack time.Duration) error {
+	e := badger.NewEntry(k, v).WithMeta(meta)
+	if due > 0 {
+		e.ExpiresAt = uint64(b.wall + max(due-b.now, 1) + int64(slack/time.Second))
+	}
+	return b.txn.SetEntry(e)
+}
+
+func (b *batchCtx) touch(mb *mbox) { b.mbs[mb] = true }
+
+func (b *batchCtx) touchKT(mb *mbox, oid uint32) {
+	if b.kts[mb] == nil {
+		b.kts[mb] = map[uint32]bool{}
+	}
+	b.kts[mb][oid] = true
+	if _, ok := mb.kt[oid]; !ok {
+		mb.kt[oid] = 0
+	}
+}
+
+// mailbox returns the state of addr, creating it.
+func (b *batchCtx) mailbox(addr wire.Mailbox) *mbox {
+	l := b.l
+	if mb := l.mboxes[addr]; mb != nil {
+		return mb
+	}
+	mb := &mbox{id: l.nextMBID, addr: addr, kt: map[uint32]uint64{}, lowLive: map[uint32]uint64{}}
+	l.nextMBID++
+	l.mboxes[addr] = mb
+	l.byID[mb.id] = mb
+	l.st.mailboxes.Add(1)
+	b.touch(mb)
+	return mb
+}
+
+// originID returns the oid of an origin, registering it.
+func (b *batchCtx) originID(id peer.ID) (uint32, error) {
+	l := b.l
+	if oid, ok := l.originIDs[id]; ok {
+		return oid, nil
+	}
+	oid := uint32(len(l.origins))
+	if err := b.txn.Set(originKey(oid), encodeBytes(kindOrigin, []byte(id))); err != nil {
+		return 0, err
+	}
+	l.origins = append(l.origins, id)
+	l.originIDs[id] = oid
+	return oid, nil
+}
+
+func (b *batchCtx) reject(o *op, err error) {
+	o.err = err
+	switch {
+	case errors.Is(err, wire.ErrMailboxQuota):
+		b.l.st.rejQuota.Add(1)
+	case errors.Is(err, wire.ErrStorageFull):
+		b.l.st.rejFull.Add(1)
+	default:
+		b.l.st.rejOther.Add(1)
+	}
+}
+
+func cidOfDigest(d [32]byte) wire.CID {
+	var c wire.CID
+	copy(c[:4], []byte{0x01, 0x55, 0x12, 0x20})
+	copy(c[4:], d[:])
+	return c
+}
+
+// known looks a CID up for dedup: its effective fate, or FateUnknown.
+func (b *batchCtx) known(mb *mbox, d [32]byte) (fateRec, Fate, error) {
+	if mb == nil {
+		return fateRec{}, FateUnknown, nil
+	}
+	r, ok, err := getFate(b.txn, mb.id, d)
+	if errors.Is(err, ErrCorrupt) {
+		// A corrupt fate record is overwritten by the new one: a repair.
+		b.l.st.corrupt.Add(1)
+		b.l.log.Error("store: corrupt fate record", "err", err)
+		return fateRec{}, FateUnknown, nil
+	}
+	if err != nil || !ok {
+		return fateRec{}, FateUnknown, err
+	}
+	return r, b.l.effectiveFate(r), nil
+}
+
+func (b *batchCtx) doAppend(o *op) error {
+	l := b.l
+	d := &o.dep
+	env, err := wire.ParseEnvelope(d.Envelope)
+	if err != nil {
+		b.reject(o, fmt.Errorf("append: %w", err))
+		return nil
+	}
+	if !d.Mailbox.IsZero() && d.Mailbox != env.Mailbox {
+		b.reject(o, fmt.Errorf("append: deposit mailbox differs from the envelope's: %w", wire.ErrMalformed))
+		return nil
+	}
+	cid := d.CID
+	if cid.IsZero() {
+		cid = wire.CIDOf(d.Envelope)
+	}
+	exp := d.Expiry
+	if exp == 0 {
+		exp = env.Expiry
+	}
+	if exp == 0 {
+		exp = uint64(b.now + int64(l.opts.DefaultTTL/time.Second))
+	}
+	if int64(exp) <= b.now || int64(exp) > b.now+int64(l.opts.MaxTTL/time.Second) {
+		b.reject(o, fmt.Errorf("append: expiry %d: %w", exp, wire.ErrExpiryInvalid))
+		return nil
+	}
+	digest := cid.Digest()
+	mb := l.mboxes[env.Mailbox]
+	if p := b.inBatch[digest]; p != nil {
+		o.dupOf = p
+		o.appendRes = AppendResult{Duplicate: true, Fate: FateStored}
+		b.dups = append(b.dups, o)
+		l.st.duplicates.Add(1)
+		return nil
+	}
+	r, fate, err := b.known(mb, digest)
+	if err != nil {
+		return err
+	}
+	if fate != FateUnknown {
+		l.st.duplicates.Add(1)
+		o.appendRes = AppendResult{Duplicate: true, Fate: fate}
+		if fate == FateStored {
+			e, err := l.readEntry(b.txn, mb, r.origin, l.origins[r.origin], r.seq, b.trees)
+			if err != nil {
+				o.err = fmt.Errorf("append: reading the stored duplicate: %w", err)
+				return nil
+			}
+			o.appendRes.Receipt = e.Stamp
+		}
+		return nil
+	}
+	size := int64(len(d.Envelope))
+	if err := b.admit(mb, size); err != nil {
+		b.reject(o, fmt.Errorf("append: %w", err))
+		return nil
+	}
+	mb = b.mailbox(env.Mailbox)
+	seq := mb.kt[l.own] + 1
+	mb.kt[l.own] = seq
+	b.touchKT(mb, l.own)
+	rc := wire.Receipt{Origin: l.opts.Origin, Mailbox: mb.addr, CID: cid, Seq: seq, StoredAtMs: b.nowMs, Expiry: exp}
+	rec := entryRec{kind: kindLocalEntry, storedAtMs: b.nowMs, expiry: exp, batch: l.nextBatch,
+		index: uint16(len(b.appends)), envelope: d.Envelope}
+	if err := b.set(entryKey(mb.id, l.own, seq), rec.encode(), kindLocalEntry, int64(exp), 0); err != nil {
+		return err
+	}
+	if err := b.addLive(mb, l.own, seq, digest, exp, size); err != nil {
+		return err
+	}
+	p := &pendingAppend{op: o, receipt: rc, env: d.Envelope}
+	b.appends = append(b.appends, p)
+	b.inBatch[digest] = p
+	l.st.appends.Add(1)
+	return nil
+}
+
+// addLive writes the fate and due records of a new live entry and counts it.
+func (b *batchCtx) addLive(mb *mbox, oid uint32, seq uint64, d [32]byte, exp uint64, size int64) error {
+	f := fateRec{fate: FateStored, origin: oid, seq: seq, expiry: exp, size: uint32(size)}
+	if err := b.set(fateKey(mb.id, d), f.encode(), kindFate, b.retain(exp), markSlack); err != nil {
+		return err
+	}
+	if err := b.txn.Set(dueKey(exp, mb.id, d), nil); err != nil {
+		return err
+	}
+	mb.entries++
+	mb.bytes += size
+	b.l.st.entries.Add(1)
+	b.l.st.bytes.Add(size)
+	b.touch(mb)
+	b.recon = append(b.recon, reconOp{mb: mb, set: SetEntries, d: d, add: true})
+	return nil
+}
+
+// retain is the end of an entry's fate retention on the log's clock.
+func (b *batchCtx) retain(exp uint64) int64 {
+	return int64(exp) + int64(b.l.opts.FateRetention/time.Second)
+}
+
+// admit checks the quotas for size more bytes in mb (nil: a new mailbox)
+// and evicts from other mailboxes if the global cap requires it (SPEC.md
+// §13). It changes nothing when it refuses.
+func (b *batchCtx) admit(mb *mbox, size int64) error {
+	l := b.l
+	var entries, bytes int64
+	if mb != nil {
+		entries, bytes = mb.entries, mb.bytes
+	}
+	if q := l.opts.MailboxQuotaEntries; q >= 0 && entries+1 > q {
+		return fmt.Errorf("mailbox holds %d entries: %w", entries, wire.ErrMailboxQuota)
+	}
+	if q := l.opts.MailboxQuotaBytes; q >= 0 && bytes+size > q {
+		return fmt.Errorf("mailbox holds %d bytes: %w", bytes, wire.ErrMailboxQuota)
+	}
+	cap := l.opts.StorageCapBytes
+	if cap < 0 {
+		return nil
+	}
+	need := l.st.bytes.Load() + size - cap
+	if need <= 0 {
+		return nil
+	}
+	// Only bytes that mailboxes larger than this one hold above its size may
+	// be evicted for it.
+	var avail int64
+	for _, m := range l.mboxes {
+		if m != mb && m.bytes > bytes {
+			avail += m.bytes - bytes
+		}
+	}
+	if avail < need {
+		return fmt.Errorf("%d bytes stored, cap %d: %w", l.st.bytes.Load(), cap, wire.ErrStorageFull)
+	}
+	for need > 0 {
+		var victim *mbox
+		for _, m := range l.mboxes {
+			if m != mb && m.entries > 0 && (victim == nil || m.bytes > victim.bytes) {
+				victim = m
+			}
+		}
+		if victim == nil {
+			return fmt.Errorf("nothing to evict: %w", wire.ErrStorageFull)
+		}
+		freed, err := b.evictOldest(victim)
+		if err != nil {
+			return err
+		}
+		need -= freed
+	}
+	return nil
+}
+
+// evictOldest evicts the live entry of mb with the lowest stored_at among
+// the first live entry of each origin, leaving an EXPIRED fate.
+func (b *batchCtx) evictOldest(mb *mbox) (int64, error) {
+	type cand struct {
+		oid      uint32
+		seq      uint64
+		storedAt uint64
+		d        [32]byte
+	}
+	var best *cand
+	it := b.txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+	for oid := range mb.kt {
+		prefix := entryPrefix(mb.id, oid)
+		for it.Seek(entryKey(mb.id, oid, max(mb.lowLive[oid], 1))); it.ValidForPrefix(prefix); it.Next() {
+			item := it.Item()
+			if m := item.UserMeta(); m != kindLocalEntry && m != kindImportedEntry {
+				continue
+			}
+			k := item.KeyCopy(nil)
+			_, _, seq, _ := parseEntryKey(k)
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				it.Close()
+				return 0, err
+			}
+			c := cand{oid: oid, seq: seq}
+			r, err := decodeEntry(k, v)
+			if err == nil && r.kind == kindImportedEntry {
+				s, perr := wire.ParseSignedReceipt(r.stamp)
+				if perr != nil {
+					err = corrupt(k, "stamp: %v", perr)
+				} else {
+					c.storedAt, c.d = s.StoredAtMs, s.CID.Digest()
+				}
+			} else if err == nil {
+				c.storedAt, c.d = r.storedAtMs, wire.CIDOf(r.envelope).Digest()
+			}
+			if err != nil {
+				// A corrupt entry goes first: it cannot be served anyway,
+				// but it cannot be counted down either; skip it.
+				continue
+			}
+			if best == nil || c.storedAt < best.storedAt {
+				best = &c
+			}
+			break
+		}
+	}
+	it.Close()
+	if best == nil {
+		return 0, fmt.Errorf("mailbox %s counts %d entries but none is readable: %w", mb.addr, mb.entries, wire.ErrStorageFull)
+	}
+	r, ok, err := getFate(b.txn, mb.id, best.d)
+	if err != nil {
+		return 0, err
+	}
+	if !ok || r.fate != FateStored {
+		return 0, fmt.Errorf("evict: fate of %x missing: %w", best.d[:4], ErrCorrupt)
+	}
+	if err := b.expireEntry(mb, r, best.d, true); err != nil {
+		return 0, err
+	}
+	mb.lowLive[best.oid] = best.seq + 1
+	return int64(r.size), nil
+}
+
+// needsPlaceholder says whether a removed entry of another origin must stay
+// as a mark so known_through can still advance over its seq later.
+func (b *batchCtx) needsPlaceholder(mb *mbox, oid uint32, seq uint64) bool {
+	return oid != b.l.own && seq > mb.kt[oid]
+}
+
+// expireEntry removes a live entry at its expiry or by eviction and records
+// its EXPIRED fate.
+func (b *batchCtx) expireEntry(mb *mbox, r fateRec, d [32]byte, evicted bool) error {
+	k := entryKey(mb.id, r.origin, r.seq)
+	if b.needsPlaceholder(mb, r.origin, r.seq) {
+		mark := entryRec{kind: kindExpiredMark, digest: d, expiry: r.expiry, size: r.size}
+		if err := b.set(k, mark.encode(), kindExpiredMark, b.retain(r.expiry), markSlack); err != nil {
+			return err
+		}
+		if err := b.txn.Set(dueKey(uint64(b.retain(r.expiry)), mb.id, d), nil); err != nil {
+			return err
+		}
+	} else if err := b.txn.Delete(k); err != nil {
+		return err
+	}
+	r.fate = FateExpired
+	if err := b.set(fateKey(mb.id, d), r.encode(), kindFate, b.retain(r.expiry), markSlack); err != nil {
+		return err
+	}
+	mb.entries--
+	mb.bytes -= int64(r.size)
+	b.l.st.entries.Add(-1)
+	b.l.st.bytes.Add(-int64(r.size))
+	if evicted {
+		b.l.st.evicted.Add(1)
+	} else {
+		b.l.st.expired.Add(1)
+	}
+	b.touch(mb)
+	b.recon = append(b.recon, reconOp{mb: mb, set: SetEntries, d: d})
+	return nil
+}
+
+// ackEntry replaces a live entry by its tombstone.
+func (b *batchCtx) ackEntry(mb *mbox, r fateRec, d [32]byte) (Tombstone, error) {
+	mark := entryRec{kind: kindTombstoneMark, digest: d, expiry: r.expiry, size: r.size}
+	if err := b.set(entryKey(mb.id, r.origin, r.seq), mark.encode(), kindTombstoneMark, b.retain(r.expiry), markSlack); err != nil {
+		return Tombstone{}, err
+	}
+	r.fate = FateAcked
+	if err := b.set(fateKey(mb.id, d), r.encode(), kindFate, b.retain(r.expiry), markSlack); err != nil {
+		return Tombstone{}, err
+	}
+	mb.entries--
+	mb.bytes -= int64(r.size)
+	mb.tombstones++
+	b.l.st.entries.Add(-1)
+	b.l.st.bytes.Add(-int64(r.size))
+	b.l.st.tombstones.Add(1)
+	b.l.st.acked.Add(1)
+	b.touch(mb)
+	b.recon = append(b.recon, reconOp{mb: mb, set: SetEntries, d: d}, reconOp{mb: mb, set: SetTombstones, d: d, add: true})
+	return Tombstone{Mailbox: mb.addr, CID: cidOfDigest(d), Origin: b.l.origins[r.origin], Seq: r.seq, Expiry: r.expiry}, nil
+}
+
+// advance raises known_through of (mb, oid) over the seqs now present.
+func (b *batchCtx) advance(mb *mbox, oid uint32) error {
+	if oid == b.l.own {
+		return nil
+	}
+	kt := mb.kt[oid]
+	start := kt
+	for {
+		_, err := b.txn.Get(entryKey(mb.id, oid, kt+1))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		kt++
+	}
+	if kt != start {
+		mb.kt[oid] = kt
+		b.touchKT(mb, oid)
+	}
+	return nil
+}
+
+func (b *batchCtx) doImport(o *op) error {
+	l := b.l
+	s := &o.imp.Stamp
+	env := o.imp.Envelope
+	addr, err := wire.EnvelopeMailbox(env)
+	if err != nil {
+		b.reject(o, fmt.Errorf("import: %w", err))
+		return nil
+	}
+	if len(env) > wire.MaxEnvelope {
+		b.reject(o, fmt.Errorf("import: envelope of %d bytes: %w", len(env), wire.ErrMalformed))
+		return nil
+	}
+	if s.Seq == 0 || len(s.Origin) == 0 || len(s.Origin) > wire.MaxPeerIDLen {
+		b.reject(o, fmt.Errorf("import: stamp: %w", wire.ErrMalformed))
+		return nil
+	}
+	if addr != s.Mailbox || wire.CIDOf(env) != s.CID {
+		b.reject(o, fmt.Errorf("import: stamp does not match the envelope: %w", wire.ErrBadSignature))
+		return nil
+	}
+	if int64(s.Expiry) <= b.now || int64(s.Expiry) > b.now+int64((l.opts.MaxTTL+importSkew)/time.Second) {
+		b.reject(o, fmt.Errorf("import: expiry %d: %w", s.Expiry, wire.ErrExpiryInvalid))
+		return nil
+	}
+	stamp, err := s.Marshal()
+	if err != nil {
+		b.reject(o, fmt.Errorf("import: stamp: %w", err))
+		return nil
+	}
+	digest := s.CID.Digest()
+	mb := l.mboxes[addr]
+	if b.inBatch[digest] != nil {
+		o.appendRes.Duplicate = true
+		l.st.duplicates.Add(1)
+		return nil
+	}
+	if _, fate, err := b.known(mb, digest); err != nil {
+		return err
+	} else if fate != FateUnknown {
+		o.appendRes.Duplicate = true
+		l.st.duplicates.Add(1)
+		return nil
+	}
+	if oid, ok := l.originIDs[s.Origin]; ok && mb != nil {
+		_, err := b.txn.Get(entryKey(mb.id, oid, s.Seq))
+		if err == nil {
+			b.reject(o, fmt.Errorf("import: origin %s signed another entry with seq %d: %w", s.Origin, s.Seq, wire.ErrBadSignature))
+			return nil
+		}
+		if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+	}
+	size := int64(len(env))
+	if err := b.admit(mb, size); err != nil {
+		b.reject(o, fmt.Errorf("import: %w", err))
+		return nil
+	}
+	mb = b.mailbox(addr)
+	oid, err := b.originID(s.Origin)
+	if err != nil {
+		return err
+	}
+	rec := entryRec{kind: kindImportedEntry, stamp: stamp, envelope: env}
+	if err := b.set(entryKey(mb.id, oid, s.Seq), rec.encode(), kindImportedEntry, int64(s.Expiry), 0); err != nil {
+		return err
+	}
+	if err := b.addLive(mb, oid, s.Seq, digest, s.Expiry, size); err != nil {
+		return err
+	}
+	b.touchKT(mb, oid)
+	if oid == l.own {
+		mb.kt[oid] = max(mb.kt[oid], s.Seq)
+	} else if err := b.advance(mb, oid); err != nil {
+		return err
+	}
+	if lo, ok := mb.lowLive[oid]; ok && s.Seq < lo {
+		mb.lowLive[oid] = s.Seq
+	}
+	b.inBatch[digest] = &pendingAppend{op: o}
+	b.stored = append(b.stored, StoredEntry{Envelope: env, Stamp: *s})
+	l.st.imports.Add(1)
+	return nil
+}
+
+func (b *batchCtx) doAck(o *op) error {
+	l := b.l
+	mb := l.mboxes[o.mb]
+	if mb == nil {
+		return nil
+	}
+	ack := func(d [32]byte) error {
+		r, ok, err := getFate(b.txn, mb.id, d)
+		if err != nil || !ok || r.fate != FateStored {
+			return err
+		}
+		t, err := b.ackEntry(mb, r, d)
+		if err != nil {
+			return err
+		}
+		o.tombs = append(o.tombs, t)
+		return nil
+	}
+	for _, c := range o.cids {
+		if err := ack(c.Digest()); err != nil {
+			return err
+		}
+	}
+	if o.upTo == nil {
+		return nil
+	}
+	for _, p := range o.upTo.Positions() {
+		oid, ok := l.originIDs[p.Origin]
+		if !ok {
+			continue
+		}
+		if _, ok := mb.kt[oid]; !ok {
+			continue
+		}
+		start := max(mb.lowLive[oid], 1)
+		if start > p.Seq {
+			continue
+		}
+		budget := ackChunk - len(o.tombs)
+		var digests [][32]byte
+		truncated := false
+		it := b.txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+		prefix := entryPrefix(mb.id, oid)
+		for it.Seek(entryKey(mb.id, oid, start)); it.ValidForPrefix(prefix); it.Next() {
+			item := it.Item()
+			_, _, seq, _ := parseEntryKey(item.Key())
+			if seq > p.Seq {
+				break
+			}
+			if m := item.UserMeta(); m != kindLocalEntry && m != kindImportedEntry {
+				continue
+			}
+			if len(digests) >= budget {
+				truncated = true
+				break
+			}
+			k := item.KeyCopy(nil)
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				it.Close()
+				return err
+			}
+			r, err := decodeEntry(k, v)
+			if err != nil {
+				l.st.corrupt.Add(1)
+				continue
+			}
+			if r.kind == kindImportedEntry {
+				s, err := wire.ParseSignedReceipt(r.stamp)
+				if err != nil {
+					l.st.corrupt.Add(1)
+					continue
+				}
+				digests = append(digests, s.CID.Digest())
+			} else {
+				digests = append(digests, wire.CIDOf(r.envelope).Digest())
+			}
+		}
+		it.Close()
+		for _, d := range digests {
+			if err := ack(d); err != nil {
+				return err
+			}
+		}
+		if truncated {
+			o.more = true
+			return nil
+		}
+		mb.lowLive[oid] = max(mb.lowLive[oid], p.Seq+1)
+	}
+	return nil
+}
+
+func (b *batchCtx) doTombstones(o *op) error {
+	l := b.l
+	for _, t := range o.tombs {
+		if _, err := wire.ParseCID(t.CID[:]); err != nil || t.Seq == 0 || len(t.Origin) == 0 ||
+			len(t.Origin) > wire.MaxPeerIDLen || t.Mailbox[0] != 0x12 || t.Mailbox[1] != 0x20 {
+			l.log.Warn("store: malformed tombstone ignored", "cid", t.CID)
+			continue
+		}
+		if int64(t.Expiry) <= b.now {
+			continue
+		}
+		d := t.CID.Digest()
+		mb := l.mboxes[t.Mailbox]
+		if mb != nil {
+			r, fate, err := b.known(mb, d)
+			if err != nil {
+				return err
+			}
+			if fate == FateStored {
+				if _, err := b.ackEntry(mb, r, d); err != nil {
+					return err
+				}
+				o.count++
+				continue
+			}
+			if fate != FateUnknown {
+				continue
+			}
+		}
+		mb = b.mailbox(t.Mailbox)
+		oid, err := b.originID(t.Origin)
+		if err != nil {
+			return err
+		}
+		k := entryKey(mb.id, oid, t.Seq)
+		if _, err := b.txn.Get(k); err == nil {
+			continue // the seq holds another CID: keep what we have
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		mark := entryRec{kind: kindTombstoneMark, digest: d, expiry: t.Expiry}
+		if err := b.set(k, mark.encode(), kindTombstoneMark, b.retain(t.Expiry), markSlack); err != nil {
+			return err
+		}
+		f := fateRec{fate: FateAcked, origin: oid, seq: t.Seq, expiry: t.Expiry}
+		if err := b.set(fateKey(mb.id, d), f.encode(), kindFate, b.retain(t.Expiry), markSlack); err != nil {
+			return err
+		}
+		if err := b.txn.Set(dueKey(t.Expiry, mb.id, d), nil); err != nil {
+			return err
+		}
+		mb.tombstones++
+		l.st.tombstones.Add(1)
+		b.touch(mb)
+		b.touchKT(mb, oid)
+		if err := b.advance(mb, oid); err != nil {
+			return err
+		}
+		b.recon = append(b.recon, reconOp{mb: mb, set: SetTombstones, d: d, add: true})
+		o.count++
+	}
+	return nil
+}
+
+func (b *batchCtx) doAdopt(o *op) error {
+	mb := b.mailbox(o.mb)
+	oid, err := b.originID(o.origin)
+	if err != nil {
+		return err
+	}
+	b.touchKT(mb, oid)
+	if o.seq > mb.kt[oid] {
+		mb.kt[oid] = o.seq
+	}
+	return nil
+}
+
+func (b *batchCtx) doSweep(o *op) error {
+	l := b.l
+	var keys [][]byte
+	it := b.txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte{pDue}})
+	end := binary.BigEndian.AppendUint64([]byte{pDue}, uint64(b.now)+1)
+	for it.Seek([]byte{pDue}); it.Valid(); it.Next() {
+		k := it.Item().Key()
+		if string(k) >= string(end) {
+			break
+		}
+		if len(keys) >= ackChunk {
+			o.more = true
+			break
+		}
+		keys = append(keys, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	for _, k := range keys {
+		if err := b.txn.Delete(k); err != nil {
+			return err
+		}
+		due, mbid, d, ok := parseDueKey(k)
+		if !ok {
+			continue
+		}
+		mb := l.byID[mbid]
+		if mb == nil {
+			continue
+		}
+		r, ok, err := getFate(b.txn, mbid, d)
+		if errors.Is(err, ErrCorrupt) {
+			l.st.corrupt.Add(1)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !ok || int64(r.expiry) > b.now {
+			continue
+		}
+		ek := entryKey(mbid, r.origin, r.seq)
+		switch r.fate {
+		case FateStored:
+			if err := b.expireEntry(mb, r, d, false); err != nil {
+				return err
+			}
+			o.count++
+		case FateAcked:
+			if due < r.expiry {
+				continue
+			}
+			mb.tombstones--
+			l.st.tombstones.Add(-1)
+			b.touch(mb)
+			b.recon = append(b.recon, reconOp{mb: mb, set: SetTombstones, d: d})
+			if b.needsPlaceholder(mb, r.origin, r.seq) {
+				mark := entryRec{kind: kindExpiredMark, digest: d, expiry: r.expiry, size: r.size}
+				if err := b.set(ek, mark.encode(), kindExpiredMark, b.retain(r.expiry), markSlack); err != nil {
+					return err
+				}
+				if err := b.txn.Set(dueKey(uint64(b.retain(r.expiry)), mbid, d), nil); err != nil {
+					return err
+				}
+			} else if err := b.txn.Delete(ek); err != nil {
+				return err
+			}
+			o.count2++
+		case FateExpired:
+			if b.retain(r.expiry) <= b.now || !b.needsPlaceholder(mb, r.origin, r.seq) {
+				if err := b.txn.Delete(ek); err != nil {
+					return err
+				}
+				o.count2++
+			} else if int64(due) < b.retain(r.expiry) {
+				if err := b.txn.Set(dueKey(uint64(b.retain(r.expiry)), mbid, d), nil); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (b *batchCtx) doLoadIndex(o *op) error {
+	l := b.l
+	mb := l.mboxes[o.mb]
+	if mb == nil || mb.idx[o.set] != nil {
+		return nil
+	}
+	var items [][32]byte
+	prefix := fatePrefix(mb.id)
+	it := b.txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
+	defer it.Close()
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		var r fateRec
+		err := item.Value(func(v []byte) error {
+			var err error
+			r, err = decodeFate(k, v)
+			return err
+		})
+		if errors.Is(err, ErrCorrupt) {
+			l.st.corrupt.Add(1)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if int64(r.expiry) <= b.now {
+			continue
+		}
+		if (o.set == SetEntries && r.fate == FateStored) || (o.set == SetTombstones && r.fate == FateAcked) {
+			items = append(items, [32]byte(k[len(prefix):]))
+		}
+	}
+	x := newDigestIndex(items)
+	x.bytes = x.memBytes()
+	l.st.indexBytes.Add(x.bytes)
+	mb.idx[o.set] = x
+	return nil
+}

@@ -1,0 +1,40 @@
+package store_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/cairn-net/cairn/store"
+	"github.com/cairn-net/cairn/store/storetest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"))
+}
+
+func openDisk(t testing.TB, dir string, opts store.LogOptions) *store.Log {
+	opts.Dir = dir
+	l, err := store.OpenLog(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func openMem(t testing.TB, _ string, opts store.LogOptions) *store.Log {
+	opts.Dir = ""
+	l, err := store.OpenLog(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestLogDisk(t *testing.T) {
+	storetest.RunLog(t, storetest.Opener{Name: "disk", Persistent: true, Open: openDisk})
+}
+
+func TestLogMemory(t *testing.T) {
+	storetest.RunLog(t, storetest.Opener{Name: "memory", Open: openMem})
+}

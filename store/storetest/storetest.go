@@ -1,0 +1,941 @@
+// Package storetest is the conformance suite of the store: the same tests
+// run against every backend and mode (badger on disk, badger in memory).
+// Each test gets a fresh log from the Opener, with a fake clock it can
+// advance.
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cairn-net/cairn/store"
+	"github.com/cairn-net/cairn/wire"
+)
+
+// Opener opens a log with opts (Dir is chosen by the opener). reopen, if
+// the backend persists, closes nothing itself: the suite closes the log
+// and calls the opener again with the same opts to check persistence.
+type Opener struct {
+	// Name is the backend's name in test names.
+	Name string
+	// Persistent is true if a log reopened with the same options sees
+	// the same data.
+	Persistent bool
+	// Open opens a log; dir is a per-test directory (ignored by in-memory
+	// backends).
+	Open func(t testing.TB, dir string, opts store.LogOptions) *store.Log
+}
+
+// Clock is a settable clock.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock starts a clock at the wall clock's current second (badger's own
+// TTL runs on the wall clock, so a clock far in the past would make badger
+// drop fresh records; the log converts but starts from there).
+func NewClock() *Clock { return &Clock{t: time.Now().Truncate(time.Second)} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// Relay is a test relay identity.
+type Relay struct {
+	Key crypto.PrivKey
+	ID  peer.ID
+}
+
+// NewRelay makes an Ed25519 relay identity.
+func NewRelay(t testing.TB) Relay {
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Relay{Key: k, ID: id}
+}
+
+// Mailbox makes a random mailbox address.
+func Mailbox(t testing.TB) wire.Mailbox {
+	var pub [32]byte
+	rand.Read(pub[:])
+	return wire.MailboxOf(pub[:])
+}
+
+// Envelope makes an envelope for mb with n random ciphertext bytes and the
+// given expiry.
+func Envelope(t testing.TB, mb wire.Mailbox, expiry uint64, n int) []byte {
+	ct := make([]byte, n)
+	rand.Read(ct)
+	e := wire.Envelope{Mailbox: mb, Expiry: expiry, Ciphertext: ct}
+	b, err := e.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Stamp signs a receipt for an envelope as origin r would (for imports).
+func Stamp(t testing.TB, r Relay, env []byte, seq, expiry uint64) wire.SignedReceipt {
+	mb, err := wire.EnvelopeMailbox(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := wire.Receipt{Origin: r.ID, Mailbox: mb, CID: wire.CIDOf(env), Seq: seq,
+		StoredAtMs: uint64(time.Now().UnixMilli()), Expiry: expiry}
+	s, err := wire.SignReceipts(r.Key, []wire.Receipt{rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s[0]
+}
+
+type env struct {
+	t     *testing.T
+	o     Opener
+	dir   string
+	clock *Clock
+	relay Relay
+	opts  store.LogOptions
+	log   *store.Log
+}
+
+func newEnv(t *testing.T, o Opener, tweak func(*store.LogOptions)) *env {
+	e := &env{t: t, o: o, dir: t.TempDir(), clock: NewClock(), relay: NewRelay(t)}
+	e.opts = store.LogOptions{Now: e.clock.Now, Origin: e.relay.ID, Signer: e.relay.Key, GCInterval: -1}
+	if tweak != nil {
+		tweak(&e.opts)
+	}
+	e.log = o.Open(t, e.dir, e.opts)
+	t.Cleanup(func() {
+		if e.log != nil {
+			e.log.Close()
+		}
+	})
+	return e
+}
+
+func (e *env) reopen() {
+	e.t.Helper()
+	if err := e.log.Close(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.log = e.o.Open(e.t, e.dir, e.opts)
+}
+
+func (e *env) now() uint64 { return uint64(e.clock.Now().Unix()) }
+
+func (e *env) append(mb wire.Mailbox, size int) ([]byte, store.AppendResult) {
+	e.t.Helper()
+	b := Envelope(e.t, mb, 0, size)
+	r, err := e.log.Append(context.Background(), store.Deposit{Envelope: b})
+	if err != nil {
+		e.t.Fatalf("append: %v", err)
+	}
+	return b, r
+}
+
+// RunLog runs the mailbox-log conformance suite.
+func RunLog(t *testing.T, o Opener) {
+	tests := []struct {
+		name string
+		f    func(*testing.T, Opener)
+	}{
+		{"AppendRead", testAppendRead},
+		{"Dedup", testDedup},
+		{"Paging", testPaging},
+		{"Quota", testQuota},
+		{"Eviction", testEviction},
+		{"Expiry", testExpiry},
+		{"Ack", testAck},
+		{"AckUpTo", testAckUpTo},
+		{"Import", testImport},
+		{"ImportTombstones", testImportTombstones},
+		{"Reconcile", testReconcile},
+		{"Concurrent", testConcurrent},
+		{"AppendMany", testAppendMany},
+		{"Persistence", testPersistence},
+		{"BadInput", testBadInput},
+	}
+	for _, tc := range tests {
+		t.Run("Store"+tc.name, func(t *testing.T) { tc.f(t, o) })
+	}
+}
+
+func testAppendRead(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	mb := Mailbox(t)
+	var envs [][]byte
+	var rcs []wire.SignedReceipt
+	for i := 0; i < 20; i++ {
+		b, r := e.append(mb, 100+i)
+		if r.Duplicate || r.Fate != store.FateStored {
+			t.Fatalf("append %d: %+v", i, r)
+		}
+		if err := r.Receipt.VerifyFor(b); err != nil {
+			t.Fatalf("receipt %d: %v", i, err)
+		}
+		if r.Receipt.Seq != uint64(i+1) || r.Receipt.Origin != e.relay.ID {
+			t.Fatalf("receipt %d: seq %d origin %s", i, r.Receipt.Seq, r.Receipt.Origin)
+		}
+		if r.Receipt.Expiry != e.now()+uint64(store.DefaultTTL/time.Second) {
+			t.Fatalf("receipt %d: expiry %d", i, r.Receipt.Expiry)
+		}
+		envs = append(envs, b)
+		rcs = append(rcs, r.Receipt)
+	}
+	p, err := e.log.Read(mb, nil, nil, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Entries) != 20 || p.More || len(p.Corrupt) != 0 {
+		t.Fatalf("page: %d entries, more %v, corrupt %v", len(p.Entries), p.More, p.Corrupt)
+	}
+	for i, en := range p.Entries {
+		if string(en.Envelope) != string(envs[i]) {
+			t.Fatalf("entry %d: envelope differs", i)
+		}
+		if err := en.Stamp.VerifyFor(en.Envelope); err != nil {
+			t.Fatalf("entry %d: stamp: %v", i, err)
+		}
+		a, _ := en.Stamp.Marshal()
+		b, _ := rcs[i].Marshal()
+		if string(a) != string(b) {
+			t.Fatalf("entry %d: stamp differs from the receipt", i)
+		}
+	}
+	if len(p.Watermarks) != 1 || p.Watermarks[0] != (wire.Position{Origin: e.relay.ID, Seq: 20}) {
+		t.Fatalf("watermarks %v", p.Watermarks)
+	}
+	g, err := e.log.Get(mb, rcs[5].CID)
+	if err != nil || string(g.Envelope) != string(envs[5]) {
+		t.Fatalf("get: %v", err)
+	}
+	g, err = e.log.GetBySeq(mb, e.relay.ID, 7)
+	if err != nil || string(g.Envelope) != string(envs[6]) {
+		t.Fatalf("get by seq: %v", err)
+	}
+	if _, err := e.log.GetBySeq(mb, e.relay.ID, 21); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get by seq 21: %v", err)
+	}
+	if _, err := e.log.Get(Mailbox(t), rcs[5].CID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get in another mailbox: %v", err)
+	}
+	if f, _ := e.log.Fate(mb, rcs[0].CID); f != store.FateStored {
+		t.Fatalf("fate %v", f)
+	}
+	if f, _ := e.log.Fate(mb, wire.CIDOf([]byte("x"))); f != store.FateUnknown {
+		t.Fatalf("fate of unknown %v", f)
+	}
+	st := e.log.Stats()
+	if st.Entries != 20 || st.Appends != 20 || st.Mailboxes != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Another mailbox is independent.
+	p, _ = e.log.Read(Mailbox(t), nil, nil, 0, 0)
+	if len(p.Entries) != 0 || p.More || len(p.Watermarks) != 0 {
+		t.Fatalf("empty mailbox page %+v", p)
+	}
+}
+
+func testDedup(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	mb := Mailbox(t)
+	b, r1 := e.append(mb, 64)
+	r2, err := e.log.Append(context.Background(), store.Deposit{Envelope: b})
+	if err != nil || !r2.Duplicate || r2.Fate != store.FateStored {
+		t.Fatalf("second append: %+v %v", r2, err)
+	}
+	x, _ := r1.Receipt.Marshal()
+	y, _ := r2.Receipt.Marshal()
+	if string(x) != string(y) {
+		t.Fatal("duplicate returned another receipt")
+	}
+	// Duplicates inside one AppendMany share the first's receipt.
+	b2 := Envelope(t, mb, 0, 70)
+	rs := e.log.AppendMany(context.Background(), []store.Deposit{{Envelope: b2}, {Envelope: b2}})
+	if rs[0].Err != nil || rs[1].Err != nil || rs[0].Duplicate || !rs[1].Duplicate ||
+		rs[0].Receipt.Seq != rs[1].Receipt.Seq || rs[1].Receipt.Seq != 2 {
+		t.Fatalf("in-batch duplicate: %+v", rs)
+	}
+	if err := rs[1].Receipt.VerifyFor(b2); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.log.Stats(); st.Entries != 2 || st.Duplicates != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func testPaging(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	mb := Mailbox(t)
+	for i := 0; i < 25; i++ {
+		e.append(mb, 100)
+	}
+	var after *wire.Position
+	var got []uint64
+	pages := 0
+	for {
+		p, err := e.log.Read(mb, nil, after, 10, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, en := range p.Entries {
+			got = append(got, en.Stamp.Seq)
+		}
+		last := p.Entries[len(p.Entries)-1].Stamp
+		if p.More {
+			if len(p.Watermarks) != 1 || p.Watermarks[0].Seq != last.Seq {
+				t.Fatalf("page %d watermarks %v, last %d", pages, p.Watermarks, last.Seq)
+			}
+			after = &wire.Position{Origin: last.Origin, Seq: last.Seq}
+			continue
+		}
+		if len(p.Watermarks) != 1 || p.Watermarks[0].Seq != 25 {
+			t.Fatalf("last page watermarks %v", p.Watermarks)
+		}
+		break
+	}
+	if pages != 3 || len(got) != 25 {
+		t.Fatalf("%d pages, %d entries", pages, len(got))
+	}
+	for i, s := range got {
+		if s != uint64(i+1) {
+			t.Fatalf("entry %d has seq %d", i, s)
+		}
+	}
+	// A cursor covers a prefix.
+	var c wire.Cursor
+	c.Advance(e.relay.ID, 15)
+	p, _ := e.log.Read(mb, &c, nil, 0, 0)
+	if len(p.Entries) != 10 || p.Entries[0].Stamp.Seq != 16 {
+		t.Fatalf("cursor read: %d entries", len(p.Entries))
+	}
+	// A byte bound still returns one entry.
+	p, _ = e.log.Read(mb, nil, nil, 0, 1)
+	if len(p.Entries) != 1 || !p.More {
+		t.Fatalf("byte-bounded page: %d entries, more %v", len(p.Entries), p.More)
+	}
+	p, _ = e.log.Read(mb, nil, nil, 0, 3*155+10)
+	if len(p.Entries) != 3 {
+		t.Fatalf("byte-bounded page: %d entries", len(p.Entries))
+	}
+}
+
+func testQuota(t *testing.T, o Opener) {
+	e := newEnv(t, o, func(o *store.LogOptions) { o.MailboxQuotaEntries = 3; o.MailboxQuotaBytes = 1000 })
+	mb := Mailbox(t)
+	for i := 0; i < 3; i++ {
+		e.append(mb, 100)
+	}
+	_, err := e.log.Append(context.Background(), store.Deposit{Envelope: Envelope(t, mb, 0, 100)})
+	if !errors.Is(err, wire.ErrMailboxQuota) {
+		t.Fatalf("4th append: %v", err)
+	}
+	mb2 := Mailbox(t)
+	_, err = e.log.Append(context.Background(), store.Deposit{Envelope: Envelope(t, mb2, 0, 1000)})
+	if !errors.Is(err, wire.ErrMailboxQuota) {
+		t.Fatalf("large append: %v", err)
+	}
+	if kt := e.log.KnownThrough(mb); len(kt) != 1 || kt[0].Seq != 3 {
+		t.Fatalf("known_through after rejects: %v", kt)
+	}
+	if st := e.log.Stats(); st.Entries != 3 || st.RejectedQuota != 2 || st.Mailboxes != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func testEviction(t *testing.T, o Opener) {
+	const size = 200 + wire.EnvelopeOverhead
+	e := newEnv(t, o, func(o *store.LogOptions) { o.StorageCapBytes = 10 * size })
+	big, small := Mailbox(t), Mailbox(t)
+	var bigRcs []store.AppendResult
+	for i := 0; i < 8; i++ {
+		_, r := e.append(big, 200)
+		bigRcs = append(bigRcs, r)
+		e.clock.Advance(time.Second)
+	}
+	e.append(small, 200)
+	e.append(small, 200)
+	// Full: the big mailbox cannot evict its own entries.
+	_, err := e.log.Append(context.Background(), store.Deposit{Envelope: Envelope(t, big, 0, 200)})
+	if !errors.Is(err, wire.ErrStorageFull) {
+		t.Fatalf("append to the largest mailbox at the cap: %v", err)
+	}
+	// The small one evicts the big one's oldest.
+	e.append(small, 200)
+	if f, _ := e.log.Fate(big, bigRcs[0].Receipt.CID); f != store.FateExpired {
+		t.Fatalf("evicted entry's fate: %v", f)
+	}
+	if f, _ := e.log.Fate(big, bigRcs[1].Receipt.CID); f != store.FateStored {
+		t.Fatalf("next entry's fate: %v", f)
+	}
+	st := e.log.Stats()
+	if st.Evicted != 1 || st.Bytes != 10*size || st.RejectedFull != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	p, _ := e.log.Read(big, nil, nil, 0, 0)
+	if len(p.Entries) != 7 || p.Entries[0].Stamp.Seq != 2 {
+		t.Fatalf("big mailbox after eviction: %d entries", len(p.Entries))
+	}
+}
+
+func testExpiry(t *testing.T, o Opener) {
+	e := newEnv(t, o, func(o *store.LogOptions) { o.FateRetention = time.Hour })
+	mb := Mailbox(t)
+	short := Envelope(t, mb, e.now()+10, 100)
+	r1, err := e.log.Append(context.Background(), store.Deposit{Envelope: short})
+	if err != nil || r1.Receipt.Expiry != e.now()+10 {
+		t.Fatalf("append: %v %+v", err, r1)
+	}
+	_, r2 := e.append(mb, 100)
+	for _, exp := range []uint64{e.now(), e.now() + uint64(store.DefaultMaxTTL/time.Second) + 1} {
+		_, err := e.log.Append(context.Background(), store.Deposit{Envelope: Envelope(t, mb, exp, 10)})
+		if !errors.Is(err, wire.ErrExpiryInvalid) {
+			t.Fatalf("expiry %d: %v", exp, err)
+		}
+	}
+	e.clock.Advance(10 * time.Second)
+	// Never served after expiry, even before the sweep.
+	p, _ := e.log.Read(mb, nil, nil, 0, 0)
+	if len(p.Entries) != 1 || p.Entries[0].Stamp.Seq != 2 {
+		t.Fatalf("read after expiry: %d entries", len(p.Entries))
+	}
+	if _, err := e.log.Get(mb, r1.Receipt.CID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get after expiry: %v", err)
+	}
+	if f, _ := e.log.Fate(mb, r1.Receipt.CID); f != store.FateExpired {
+		t.Fatalf("fate before sweep: %v", f)
+	}
+	res, err := e.log.Sweep(context.Background())
+	if err != nil || res.Expired != 1 {
+		t.Fatalf("sweep: %+v %v", res, err)
+	}
+	if f, _ := e.log.Fate(mb, r1.Receipt.CID); f != store.FateExpired {
+		t.Fatalf("fate after sweep: %v", f)
+	}
+	st := e.log.Stats()
+	if st.Entries != 1 || st.Bytes != 155 || st.Expired != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// A re-deposit of an expired CID is a duplicate that stores nothing.
+	r, err := e.log.Append(context.Background(), store.Deposit{Envelope: short, Expiry: e.now() + 100})
+	if err != nil || !r.Duplicate || r.Fate != store.FateExpired {
+		t.Fatalf("re-deposit: %+v %v", r, err)
+	}
+	e.clock.Advance(time.Hour)
+	if f, _ := e.log.Fate(mb, r1.Receipt.CID); f != store.FateUnknown {
+		t.Fatalf("fate after retention: %v", f)
+	}
+	if f, _ := e.log.Fate(mb, r2.Receipt.CID); f != store.FateStored {
+		t.Fatalf("fate of the live entry: %v", f)
+	}
+	if res, _ := e.log.Sweep(context.Background()); res.Expired != 0 {
+		t.Fatalf("second sweep: %+v", res)
+	}
+	e.clock.Advance(store.DefaultTTL)
+	if res, _ := e.log.Sweep(context.Background()); res.Expired != 1 {
+		t.Fatalf("third sweep: %+v", res)
+	}
+	if st := e.log.Stats(); st.Entries != 0 || st.Bytes != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if kt := e.log.KnownThrough(mb); len(kt) != 1 || kt[0].Seq != 2 {
+		t.Fatalf("known_through: %v", kt)
+	}
+}
+
+func testAck(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	mb := Mailbox(t)
+	var rcs []store.AppendResult
+	var envs [][]byte
+	for i := 0; i < 5; i++ {
+		b, r := e.append(mb, 100)
+		rcs = append(rcs, r)
+		envs = append(envs, b)
+	}
+	res, err := e.log.Ack(context.Background(), mb, []wire.CID{rcs[1].Receipt.CID, rcs[3].Receipt.CID, wire.CIDOf([]byte("unknown"))}, nil)
+	if err != nil || res.Acked != 2 || len(res.Tombstones) != 2 {
+		t.Fatalf("ack: %+v %v", res, err)
+	}
+	tb := res.Tombstones[0]
+	if tb.CID != rcs[1].Receipt.CID || tb.Seq != 2 || tb.Origin != e.relay.ID || tb.Expiry != rcs[1].Receipt.Expiry || tb.Mailbox != mb {
+		t.Fatalf("tombstone %+v", tb)
+	}
+	if res, _ := e.log.Ack(context.Background(), mb, []wire.CID{rcs[1].Receipt.CID}, nil); res.Acked != 0 {
+		t.Fatalf("second ack: %+v", res)
+	}
+	p, _ := e.log.Read(mb, nil, nil, 0, 0)
+	if len(p.Entries) != 3 || p.Entries[1].Stamp.Seq != 3 {
+		t.Fatalf("read after ack: %d entries", len(p.Entries))
+	}
+	if len(p.Watermarks) != 1 || p.Watermarks[0].Seq != 5 {
+		t.Fatalf("watermarks %v", p.Watermarks)
+	}
+	if f, _ := e.log.Fate(mb, rcs[1].Receipt.CID); f != store.FateAcked {
+		t.Fatalf("fate %v", f)
+	}
+	if got, err := e.log.Tombstone(mb, rcs[3].Receipt.CID); err != nil || got != res.Tombstones[1] {
+		t.Fatalf("tombstone lookup %+v %v", got, err)
+	}
+	if _, err := e.log.Tombstone(mb, rcs[0].Receipt.CID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("tombstone of a live entry: %v", err)
+	}
+	r, err := e.log.Append(context.Background(), store.Deposit{Envelope: envs[1]})
+	if err != nil || !r.Duplicate || r.Fate != store.FateAcked {
+		t.Fatalf("re-deposit of an acked entry: %+v %v", r, err)
+	}
+	st := e.log.Stats()
+	if st.Entries != 3 || st.Tombstones != 2 || st.Acked != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Tombstones are dropped at the entry's expiry.
+	e.clock.Advance(store.DefaultTTL)
+	sw, _ := e.log.Sweep(context.Background())
+	if sw.Expired != 3 || sw.Tombstones != 2 {
+		t.Fatalf("sweep %+v", sw)
+	}
+	if st := e.log.Stats(); st.Tombstones != 0 || st.Entries != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if f, _ := e.log.Fate(mb, rcs[1].Receipt.CID); f != store.FateAcked {
+		t.Fatalf("fate after expiry %v", f)
+	}
+}
+
+func testAckUpTo(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	mb := Mailbox(t)
+	const n = 2500 // more than one ack chunk
+	ds := make([]store.Deposit, n)
+	for i := range ds {
+		ds[i] = store.Deposit{Envelope: Envelope(t, mb, 0, 32)}
+	}
+	for _, r := range e.log.AppendMany(context.Background(), ds) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	var c wire.Cursor
+	c.Advance(e.relay.ID, n-10)
+	res, err := e.log.Ack(context.Background(), mb, nil, &c)
+	if err != nil || res.Acked != n-10 {
+		t.Fatalf("ack up to: %d %v", res.Acked, err)
+	}
+	p, _ := e.log.Read(mb, nil, nil, 0, 0)
+	if len(p.Entries) != 10 || p.Entries[0].Stamp.Seq != n-9 {
+		t.Fatalf("read: %d entries", len(p.Entries))
+	}
+	if st := e.log.Stats(); st.Entries != 10 || st.Tombstones != n-10 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func testImport(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	other := NewRelay(t)
+	mb := Mailbox(t)
+	exp := e.now() + 3600
+	var envs [][]byte
+	var stamps []wire.SignedReceipt
+	for i := 1; i <= 4; i++ {
+		b := Envelope(t, mb, exp, 50)
+		envs = append(envs, b)
+		stamps = append(stamps, Stamp(t, other, b, uint64(i), exp))
+	}
+	ctx := context.Background()
+	var stored []store.StoredEntry
+	_ = stored
+	for _, i := range []int{0, 2, 3} {
+		dup, err := e.log.Import(ctx, envs[i], &stamps[i])
+		if err != nil || dup {
+			t.Fatalf("import %d: %v %v", i, dup, err)
+		}
+	}
+	kt := func() uint64 {
+		for _, p := range e.log.KnownThrough(mb) {
+			if p.Origin == other.ID {
+				return p.Seq
+			}
+		}
+		return 0
+	}
+	if kt() != 1 {
+		t.Fatalf("known_through with a hole: %d", kt())
+	}
+	// The page holds 3 and 4 but vouches only for 1.
+	e.append(mb, 50)
+	p, _ := e.log.Read(mb, nil, nil, 0, 0)
+	if len(p.Entries) != 4 {
+		t.Fatalf("read: %d entries", len(p.Entries))
+	}
+	for i, en := range p.Entries {
+		if err := en.Stamp.VerifyFor(en.Envelope); err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+	}
+	// Order: origins by bytes.
+	if (string(other.ID) < string(e.relay.ID)) != (p.Entries[0].Stamp.Origin == other.ID) {
+		t.Fatal("origins out of order")
+	}
+	for _, w := range p.Watermarks {
+		if w.Origin == other.ID && w.Seq != 1 {
+			t.Fatalf("watermark beyond the hole: %v", p.Watermarks)
+		}
+	}
+	dup, err := e.log.Import(ctx, envs[1], &stamps[1])
+	if err != nil || dup || kt() != 4 {
+		t.Fatalf("filling the hole: %v %v kt %d", dup, err, kt())
+	}
+	if dup, err := e.log.Import(ctx, envs[1], &stamps[1]); err != nil || !dup {
+		t.Fatalf("re-import: %v %v", dup, err)
+	}
+	// A stamp for another envelope is refused.
+	b := Envelope(t, mb, exp, 50)
+	if _, err := e.log.Import(ctx, b, &stamps[0]); !errors.Is(err, wire.ErrBadSignature) {
+		t.Fatalf("mismatched stamp: %v", err)
+	}
+	// Two CIDs under one seq: the second is refused.
+	s := Stamp(t, other, b, 2, exp)
+	if _, err := e.log.Import(ctx, b, &s); !errors.Is(err, wire.ErrBadSignature) {
+		t.Fatalf("equivocation: %v", err)
+	}
+	// Expired imports are refused.
+	old := Envelope(t, mb, e.now(), 50)
+	so := Stamp(t, other, old, 9, e.now())
+	if _, err := e.log.Import(ctx, old, &so); !errors.Is(err, wire.ErrExpiryInvalid) {
+		t.Fatalf("expired import: %v", err)
+	}
+	// A dedup across origins: depositing an imported envelope returns its
+	// original stamp.
+	r, err := e.log.Append(ctx, store.Deposit{Envelope: envs[2]})
+	if err != nil || !r.Duplicate || r.Receipt.Origin != other.ID || r.Receipt.Seq != 3 {
+		t.Fatalf("deposit of an imported entry: %+v %v", r, err)
+	}
+	g, err := e.log.GetBySeq(mb, other.ID, 3)
+	if err != nil || string(g.Envelope) != string(envs[2]) {
+		t.Fatalf("get by seq: %v", err)
+	}
+	if err := e.log.AdoptKnownThrough(ctx, mb, other.ID, 10); err != nil || kt() != 10 {
+		t.Fatalf("adopt: %v %d", err, kt())
+	}
+	if st := e.log.Stats(); st.Imports != 4 || st.Entries != 5 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func testImportTombstones(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	other := NewRelay(t)
+	mb := Mailbox(t)
+	exp := e.now() + 3600
+	b1, b2 := Envelope(t, mb, exp, 50), Envelope(t, mb, exp, 50)
+	s1, s2 := Stamp(t, other, b1, 1, exp), Stamp(t, other, b2, 2, exp)
+	ctx := context.Background()
+	if _, err := e.log.Import(ctx, b2, &s2); err != nil {
+		t.Fatal(err)
+	}
+	ts := []store.Tombstone{
+		{Mailbox: mb, CID: s1.CID, Origin: other.ID, Seq: 1, Expiry: exp},
+		{Mailbox: mb, CID: s2.CID, Origin: other.ID, Seq: 2, Expiry: exp},
+	}
+	n, err := e.log.ImportTombstones(ctx, ts)
+	if err != nil || n != 2 {
+		t.Fatalf("import tombstones: %d %v", n, err)
+	}
+	if dup, err := e.log.Import(ctx, b1, &s1); err != nil || !dup {
+		t.Fatalf("import after its tombstone: %v %v", dup, err)
+	}
+	for _, c := range []wire.CID{s1.CID, s2.CID} {
+		if f, _ := e.log.Fate(mb, c); f != store.FateAcked {
+			t.Fatalf("fate %v", f)
+		}
+	}
+	if kt := e.log.KnownThrough(mb); len(kt) != 1 || kt[0].Seq != 2 {
+		t.Fatalf("known_through %v", kt)
+	}
+	if n, _ := e.log.ImportTombstones(ctx, ts); n != 0 {
+		t.Fatalf("re-import: %d", n)
+	}
+	items, _ := e.log.RangeItems(mb, store.SetTombstones, nil, nil, 0)
+	if len(items) != 2 {
+		t.Fatalf("tombstone set: %d", len(items))
+	}
+	if st := e.log.Stats(); st.Entries != 0 || st.Tombstones != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func testReconcile(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	mb := Mailbox(t)
+	var cids []wire.CID
+	for i := 0; i < 300; i++ {
+		_, r := e.append(mb, 20)
+		cids = append(cids, r.Receipt.CID)
+	}
+	check := func(set store.Set, want map[[32]byte]bool) {
+		t.Helper()
+		var acc wire.FingerprintAcc
+		for d := range want {
+			acc.Add(d)
+		}
+		got, err := e.log.RangeFingerprint(mb, set, nil, nil)
+		if err != nil || got.Fingerprint() != acc.Fingerprint() || got.Count() != uint64(len(want)) {
+			t.Fatalf("set %d: fingerprint/count %d, want %d (%v)", set, got.Count(), len(want), err)
+		}
+		items, _ := e.log.RangeItems(mb, set, nil, nil, 0)
+		if len(items) != len(want) {
+			t.Fatalf("set %d: %d items, want %d", set, len(items), len(want))
+		}
+		for i, d := range items {
+			if !want[d] || (i > 0 && string(items[i-1][:]) >= string(d[:])) {
+				t.Fatalf("set %d: item %d wrong or out of order", set, i)
+			}
+		}
+		subs, err := e.log.SplitRange(mb, set, nil, nil, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var total uint64
+		lower := []byte(nil)
+		for j, s := range subs {
+			a, _ := e.log.RangeFingerprint(mb, set, lower, s.Upper)
+			if a.Fingerprint() != s.Acc.Fingerprint() {
+				t.Fatalf("set %d: subrange %d fingerprint", set, j)
+			}
+			if n := s.Acc.Count(); len(want) >= 16 && (n < uint64(len(want)/16) || n > uint64(len(want)/16+1)) {
+				t.Fatalf("set %d: subrange %d holds %d of %d", set, j, n, len(want))
+			}
+			total += s.Acc.Count()
+			lower = s.Upper
+		}
+		if total != uint64(len(want)) || len(subs[len(subs)-1].Upper) != 0 {
+			t.Fatalf("set %d: split covers %d", set, total)
+		}
+		// A middle range.
+		if len(items) > 10 {
+			a, _ := e.log.RangeFingerprint(mb, set, items[3][:], items[10][:])
+			var m wire.FingerprintAcc
+			for _, d := range items[3:10] {
+				m.Add(d)
+			}
+			if a.Fingerprint() != m.Fingerprint() {
+				t.Fatalf("set %d: middle range", set)
+			}
+			// Prefix bounds shorter than 32 bytes work too.
+			p, _ := e.log.RangeItems(mb, set, items[3][:1], nil, 0)
+			if len(p) == 0 || string(p[0][:1]) < string(items[3][:1]) {
+				t.Fatalf("set %d: short bound", set)
+			}
+		}
+	}
+	live := map[[32]byte]bool{}
+	for _, c := range cids {
+		live[c.Digest()] = true
+	}
+	check(store.SetEntries, live)
+	check(store.SetTombstones, map[[32]byte]bool{})
+	// Updates reach the loaded indexes.
+	res, _ := e.log.Ack(context.Background(), mb, cids[:40], nil)
+	if res.Acked != 40 {
+		t.Fatal(res.Acked)
+	}
+	tomb := map[[32]byte]bool{}
+	for _, c := range cids[:40] {
+		delete(live, c.Digest())
+		tomb[c.Digest()] = true
+	}
+	_, r := e.append(mb, 20)
+	live[r.Receipt.CID.Digest()] = true
+	check(store.SetEntries, live)
+	check(store.SetTombstones, tomb)
+	if e.log.Stats().IndexBytes <= 0 {
+		t.Fatal("index bytes not accounted")
+	}
+	if e.o.Persistent {
+		e.reopen()
+		check(store.SetEntries, live)
+		check(store.SetTombstones, tomb)
+	}
+}
+
+func testConcurrent(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	mb := Mailbox(t)
+	const writers, per = 16, 40
+	var wg sync.WaitGroup
+	seqs := make(chan uint64, writers*per)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				b := Envelope(t, mb, 0, 64)
+				r, err := e.log.Append(context.Background(), store.Deposit{Envelope: b})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := r.Receipt.VerifyFor(b); err != nil {
+					t.Error(err)
+				}
+				seqs <- r.Receipt.Seq
+			}
+		}()
+	}
+	wg.Wait()
+	close(seqs)
+	seen := map[uint64]bool{}
+	for s := range seqs {
+		if seen[s] || s < 1 || s > writers*per {
+			t.Fatalf("seq %d repeated or out of range", s)
+		}
+		seen[s] = true
+	}
+	st := e.log.Stats()
+	if st.Entries != writers*per || st.Commits >= writers*per {
+		t.Fatalf("stats %+v", st)
+	}
+	t.Logf("%d appends in %d commits", st.CommitOps, st.Commits)
+}
+
+func testAppendMany(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	mb := Mailbox(t)
+	var ds []store.Deposit
+	for i := 0; i < 600; i++ {
+		ds = append(ds, store.Deposit{Envelope: Envelope(t, mb, 0, 40)})
+	}
+	ds[7].Envelope = []byte{1, 2, 3}
+	ds[9].Expiry = 1
+	rs := e.log.AppendMany(context.Background(), ds)
+	next := uint64(1)
+	for i, r := range rs {
+		switch i {
+		case 7:
+			if !errors.Is(r.Err, wire.ErrMalformed) {
+				t.Fatalf("malformed: %v", r.Err)
+			}
+			continue
+		case 9:
+			if !errors.Is(r.Err, wire.ErrExpiryInvalid) {
+				t.Fatalf("expiry: %v", r.Err)
+			}
+			continue
+		}
+		if r.Err != nil || r.Receipt.Seq != next {
+			t.Fatalf("result %d: %v seq %d want %d", i, r.Err, r.Receipt.Seq, next)
+		}
+		if err := r.Receipt.VerifyFor(ds[i].Envelope); err != nil {
+			t.Fatalf("result %d: %v", i, err)
+		}
+		next++
+	}
+}
+
+func testPersistence(t *testing.T, o Opener) {
+	if !o.Persistent {
+		t.Skip("backend does not persist")
+	}
+	e := newEnv(t, o, nil)
+	mb := Mailbox(t)
+	other := NewRelay(t)
+	var last store.AppendResult
+	for i := 0; i < 10; i++ {
+		_, last = e.append(mb, 100)
+	}
+	exp := e.now() + 3600
+	b := Envelope(t, mb, exp, 10)
+	s := Stamp(t, other, b, 2, exp)
+	if _, err := e.log.Import(context.Background(), b, &s); err != nil {
+		t.Fatal(err)
+	}
+	e.log.Ack(context.Background(), mb, []wire.CID{last.Receipt.CID}, nil)
+	before := e.log.Stats()
+	e.reopen()
+	after := e.log.Stats()
+	if after.Entries != before.Entries || after.Bytes != before.Bytes || after.Tombstones != before.Tombstones || after.Mailboxes != 1 {
+		t.Fatalf("stats before %+v after %+v", before, after)
+	}
+	_, r := e.append(mb, 100)
+	if r.Receipt.Seq != 11 {
+		t.Fatalf("seq after reopen: %d", r.Receipt.Seq)
+	}
+	p, _ := e.log.Read(mb, nil, nil, 0, 0)
+	if len(p.Entries) != 11 {
+		t.Fatalf("read after reopen: %d", len(p.Entries))
+	}
+	for _, en := range p.Entries {
+		if err := en.Stamp.VerifyFor(en.Envelope); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kt := e.log.KnownThrough(mb)
+	for _, w := range kt {
+		if w.Origin == other.ID && w.Seq != 0 {
+			t.Fatalf("known_through of the other origin: %v", kt)
+		}
+	}
+	if f, _ := e.log.Fate(mb, last.Receipt.CID); f != store.FateAcked {
+		t.Fatalf("fate %v", f)
+	}
+}
+
+func testBadInput(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	mb := Mailbox(t)
+	ctx := context.Background()
+	b := Envelope(t, mb, 0, 10)
+	for i, d := range []store.Deposit{
+		{Envelope: nil},
+		{Envelope: b[:20]},
+		{Envelope: append([]byte{2}, b[1:]...)},
+		{Envelope: b, Mailbox: Mailbox(t)},
+	} {
+		if _, err := e.log.Append(ctx, d); !errors.Is(err, wire.ErrMalformed) && !errors.Is(err, wire.ErrUnsupportedVersion) {
+			t.Fatalf("deposit %d: %v", i, err)
+		}
+	}
+	if _, err := e.log.RangeFingerprint(mb, 9, nil, nil); !errors.Is(err, wire.ErrMalformed) {
+		t.Fatalf("bad set: %v", err)
+	}
+	if st := e.log.Stats(); st.Entries != 0 || st.Mailboxes != 0 || st.RejectedOther != 4 {
+		t.Fatalf("stats %+v", st)
+	}
+	e.log.Close()
+	if _, err := e.log.Append(ctx, store.Deposit{Envelope: b}); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("append after close: %v", err)
+	}
+	if _, err := e.log.Read(mb, nil, nil, 0, 0); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("read after close: %v", err)
+	}
+	e.log = nil
+}
+
+var _ = binary.BigEndian
