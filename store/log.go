@@ -72,9 +72,9 @@ type Log struct {
 }
 
 type counters struct {
-	entries, bytes, mailboxes, tombstones, indexBytes                 atomic.Int64
-	appends, imports, duplicates, acked, expired, evicted, corrupt    atomic.Uint64
-	rejQuota, rejFull, rejOther, commits, commitOps, gcRuns           atomic.Uint64
+	entries, bytes, mailboxes, tombstones, indexBytes              atomic.Int64
+	appends, imports, duplicates, acked, expired, evicted, corrupt atomic.Uint64
+	rejQuota, rejFull, rejOther, commits, commitOps, gcRuns        atomic.Uint64
 }
 
 // mbox is the in-memory state of one mailbox. Fields are written by the
@@ -1015,7 +1015,6 @@ scan:
 	}
 	return page, nil
 }
-
 
 // ensureIndex loads the reconciliation index of (mailbox, set) through the
 // commit goroutine, so no commit can slip between the scan and the
