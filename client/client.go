@@ -1,0 +1,653 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/cairn-net/cairn/ratchet"
+	"github.com/cairn-net/cairn/wire"
+)
+
+// Client is an embeddable cairn client: one user's identity, contacts,
+// sessions, outbox and received messages, and the network loops that send
+// and receive. Create it with New, call Start to go online, and Close when
+// done. Its methods are safe for concurrent use.
+//
+// Concurrency: one mutex guards every piece of ratchet state and every write
+// to the database, so a session has exactly one writer and is persisted in
+// the same transaction as what it encrypted or decrypted. The database
+// directory is locked by badger: a second process cannot open it.
+type Client struct {
+	cfg       Config
+	bootstrap []ma.Multiaddr
+	log       *slog.Logger
+	db        kv
+
+	evMu     sync.Mutex
+	events   chan Event
+	dropped  int
+	evClosed bool
+
+	// mu guards everything below and serialises every database write.
+	mu       sync.Mutex
+	closed   bool
+	keys     *ratchet.PrivateKeys
+	mboxKey  ed25519.PrivateKey
+	mailbox  wire.Mailbox
+	contacts map[ContactID]*contactRec
+	sessions map[[32]byte]*sessionRec
+	order    []*sessionRec // trial-decryption order, most recently active first
+	recv     map[ContactID]*recvRec
+	outbox   map[outKey]*outboxRec
+	inflight map[outKey]bool
+	sending  map[wire.Mailbox]bool // a deposit attempt is running
+	cursor   wire.Cursor
+	seq      uint64
+	pending  int // stored pending entries
+	// deliveryAt is when the pending delivery receipts go out (zero: none
+	// pending).
+	deliveryAt time.Time
+
+	startMu  sync.Mutex
+	started  bool
+	net      *netState
+	runCtx   context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	kickSend chan struct{}
+	kickSync chan struct{}
+	syncMu   sync.Mutex // one sync round at a time
+	prekeyMu sync.Mutex // one prekey replenishment at a time
+}
+
+type outKey struct {
+	contact ContactID
+	counter uint64
+}
+
+// New opens (or creates) the client's database in cfg.DataDir and loads its
+// identity, creating one on first use. It does not touch the network: call
+// Start for that.
+func New(cfg Config) (*Client, error) {
+	cfg, addrs, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	db, err := openBadger(cfg.DataDir, cfg.EncryptionKey, cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	c := &Client{
+		cfg:       cfg,
+		bootstrap: addrs,
+		log:       cfg.Logger,
+		db:        db,
+		events:    make(chan Event, cfg.EventBuffer),
+		kickSend:  make(chan struct{}, 1),
+		kickSync:  make(chan struct{}, 1),
+	}
+	c.mu.Lock()
+	err = c.loadLocked(true)
+	c.mu.Unlock()
+	if err != nil {
+		_ = db.close()
+		return nil, fmt.Errorf("client: load: %w", err)
+	}
+	return c, nil
+}
+
+// loadLocked reads the whole client state from the database; create makes
+// an identity if there is none. It is also how the in-memory state is
+// rebuilt after a failed transaction.
+func (c *Client) loadLocked(create bool) error {
+	var (
+		keysBlob, seed []byte
+	)
+	err := c.db.view(func(tx kvTx) error {
+		var err error
+		if keysBlob, err = tx.get(keyKeys); err != nil && !errors.Is(err, errNotFound) {
+			return err
+		}
+		if seed, err = tx.get(keyMailbox); err != nil && !errors.Is(err, errNotFound) {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if keysBlob == nil {
+		if !create {
+			return errors.New("identity missing")
+		}
+		if err := c.createIdentityLocked(); err != nil {
+			return err
+		}
+	} else {
+		keys, err := ratchet.ParsePrivateKeys(keysBlob)
+		if err != nil {
+			return fmt.Errorf("identity: %w", err)
+		}
+		if len(seed) != ed25519.SeedSize {
+			return fmt.Errorf("mailbox key: %w", errCorruptRecord)
+		}
+		c.keys = keys
+		c.mboxKey = ed25519.NewKeyFromSeed(seed)
+	}
+	c.mailbox = mailboxOfKey(c.mboxKey)
+	c.contacts = map[ContactID]*contactRec{}
+	c.sessions = map[[32]byte]*sessionRec{}
+	c.order = nil
+	c.recv = map[ContactID]*recvRec{}
+	c.outbox = map[outKey]*outboxRec{}
+	if c.inflight == nil {
+		c.inflight = map[outKey]bool{}
+	}
+	if c.sending == nil {
+		c.sending = map[wire.Mailbox]bool{}
+	}
+	c.cursor = wire.Cursor{}
+	c.pending = 0
+	return c.db.view(func(tx kvTx) error {
+		if b, err := tx.get(keyCursor); err == nil {
+			if c.cursor, err = wire.ParseCursor(b); err != nil {
+				return fmt.Errorf("cursor: %w", err)
+			}
+		}
+		if b, err := tx.get(keySeq); err == nil && len(b) == 8 {
+			c.seq = binary.BigEndian.Uint64(b)
+		}
+		if err := tx.scan(prefixContact, func(_, v []byte) error {
+			r, err := parseContactRec(v)
+			if err != nil {
+				return err
+			}
+			c.contacts[r.id] = r
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := tx.scan(prefixSession, func(_, v []byte) error {
+			r, err := parseSessionRec(v)
+			if err != nil {
+				return err
+			}
+			c.sessions[r.hid] = r
+			c.order = append(c.order, r)
+			return nil
+		}); err != nil {
+			return err
+		}
+		slices.SortFunc(c.order, func(a, b *sessionRec) int { return -cmpU64(a.active, b.active) })
+		if err := tx.scan(prefixRecv, func(k, v []byte) error {
+			r, err := parseRecvRec(v)
+			if err != nil {
+				return err
+			}
+			c.recv[ContactID(k[len(prefixRecv):])] = r
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := tx.scan(prefixOutbox, func(_, v []byte) error {
+			r, err := parseOutboxRec(v)
+			if err != nil {
+				return err
+			}
+			c.outbox[outKey{r.contact, r.counter}] = r
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.scan(prefixPending, func(_, _ []byte) error { c.pending++; return nil })
+	})
+}
+
+func (c *Client) createIdentityLocked() error {
+	id, err := ratchet.GenerateIdentity(c.cfg.Rand)
+	if err != nil {
+		return err
+	}
+	pub, priv, err := ed25519.GenerateKey(c.cfg.Rand)
+	if err != nil {
+		return err
+	}
+	keys, err := ratchet.NewPrivateKeys(c.cfg.Rand, id, pub)
+	if err != nil {
+		return err
+	}
+	blob, err := keys.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if err := c.db.update(func(tx kvTx) error {
+		if err := tx.set(keyKeys, blob); err != nil {
+			return err
+		}
+		return tx.set(keyMailbox, priv.Seed())
+	}); err != nil {
+		return err
+	}
+	c.keys, c.mboxKey = keys, priv
+	c.log.Info("created identity", "mailbox", mailboxOfKey(priv).String())
+	return nil
+}
+
+// reloadLocked rebuilds the in-memory state after a failed transaction,
+// so that nothing that was not committed (a ratchet step, a counter) is
+// kept.
+func (c *Client) reloadLocked() {
+	if err := c.loadLocked(false); err != nil {
+		c.log.Error("reload after failed transaction", "err", err)
+	}
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// nextSeqLocked returns a fresh local sequence number (persisted by
+// putSeq in the transaction that uses it).
+func (c *Client) nextSeqLocked() uint64 {
+	c.seq++
+	return c.seq
+}
+
+func (c *Client) putSeq(tx kvTx) error {
+	return tx.set(keySeq, binary.BigEndian.AppendUint64(nil, c.seq))
+}
+
+func (c *Client) now() time.Time { return c.cfg.Now() }
+func (c *Client) nowMs() uint64  { return uint64(c.cfg.Now().UnixMilli()) }
+
+// Identity returns this client's identity key.
+func (c *Client) Identity() ratchet.IdentityKey {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.keys.Identity().Public()
+}
+
+// Mailbox returns the address of this client's mailbox.
+func (c *Client) Mailbox() wire.Mailbox {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mailbox
+}
+
+// Invite returns this client's invite in its compact string form
+// ("cairn1…"), to hand to a contact out of band. It carries the public
+// bundle, Config.Name and up to 8 of the bootstrap relays as hints.
+func (c *Client) Invite() (string, error) {
+	inv, err := c.invite()
+	if err != nil {
+		return "", err
+	}
+	return inv.String()
+}
+
+// InviteQR returns the invite in its QR-friendly form (uppercase, in the QR
+// alphanumeric set).
+func (c *Client) InviteQR() (string, error) {
+	inv, err := c.invite()
+	if err != nil {
+		return "", err
+	}
+	return inv.QR()
+}
+
+func (c *Client) invite() (*wire.Invite, error) {
+	c.mu.Lock()
+	bundle := c.keys.Bundle().Marshal()
+	c.mu.Unlock()
+	hints := c.bootstrap
+	if len(hints) > wire.MaxInviteHints {
+		hints = hints[:wire.MaxInviteHints]
+	}
+	name := c.cfg.Name
+	if len(name) > wire.MaxInviteName {
+		name = name[:wire.MaxInviteName]
+	}
+	return &wire.Invite{Bundle: bundle, Name: name, Hints: hints}, nil
+}
+
+// AcceptInvite adds the inviter as a contact (or refreshes a known
+// contact's bundle, name and hints) and returns it. It does not touch the
+// network: the session starts with the first Send.
+func (c *Client) AcceptInvite(invite string) (Contact, error) {
+	inv, err := wire.ParseInvite(invite)
+	if err != nil {
+		return Contact{}, fmt.Errorf("client: invite: %w", err)
+	}
+	b, err := ratchet.ParseBundle(inv.Bundle)
+	if err != nil {
+		return Contact{}, fmt.Errorf("client: invite bundle: %w", err)
+	}
+	var hints [][]byte
+	for _, h := range inv.Hints {
+		hints = append(hints, h.Bytes())
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return Contact{}, ErrClosed
+	}
+	if b.Identity == c.keys.Identity().Public() {
+		c.mu.Unlock()
+		return Contact{}, ErrSelf
+	}
+	id := contactIDOf(b.Identity)
+	r, known := c.contacts[id]
+	upd := &contactRec{id: id, identity: b.Identity, next: 1, addedMs: c.nowMs()}
+	if known {
+		cp := *r
+		upd = &cp
+	}
+	upd.bundle = inv.Bundle
+	upd.hints = hints
+	if inv.Name != "" {
+		upd.name = inv.Name
+	}
+	upd.mailbox = wire.MailboxOf(ed25519.PublicKey(b.PrekeySigner[:]))
+	err = c.db.update(func(tx kvTx) error { return tx.set(keyContact(id), upd.marshal()) })
+	if err != nil {
+		c.mu.Unlock()
+		return Contact{}, fmt.Errorf("client: store contact: %w", err)
+	}
+	c.contacts[id] = upd
+	pub := upd.public()
+	n := c.net
+	c.mu.Unlock()
+	if n != nil {
+		n.addHints(hints)
+	}
+	if !known {
+		c.emit(ContactAdded{Contact: pub})
+	}
+	return pub, nil
+}
+
+// Contacts returns every contact, oldest first.
+func (c *Client) Contacts() []Contact {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Contact, 0, len(c.contacts))
+	for _, r := range c.contacts {
+		out = append(out, r.public())
+	}
+	slices.SortFunc(out, func(a, b Contact) int {
+		if d := a.AddedAt.Compare(b.AddedAt); d != 0 {
+			return d
+		}
+		return strings.Compare(string(a.ID), string(b.ID))
+	})
+	return out
+}
+
+// Contact returns one contact.
+func (c *Client) Contact(id ContactID) (Contact, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.contacts[id]
+	if !ok {
+		return Contact{}, ErrUnknownContact
+	}
+	return r.public(), nil
+}
+
+func messageID(contact ContactID, dir Direction, counter uint64) MessageID {
+	d := "i"
+	if dir == Outgoing {
+		d = "o"
+	}
+	return MessageID(string(contact) + "/" + d + strconv.FormatUint(counter, 10))
+}
+
+func parseMessageID(id MessageID) (ContactID, Direction, uint64, bool) {
+	ct, rest, ok := strings.Cut(string(id), "/")
+	if !ok || len(rest) < 2 {
+		return "", 0, 0, false
+	}
+	var dir Direction
+	switch rest[0] {
+	case 'i':
+		dir = Incoming
+	case 'o':
+		dir = Outgoing
+	default:
+		return "", 0, 0, false
+	}
+	n, err := strconv.ParseUint(rest[1:], 10, 64)
+	if err != nil {
+		return "", 0, 0, false
+	}
+	return ContactID(ct), dir, n, true
+}
+
+func (r *msgRec) public(contact ContactID) Message {
+	return Message{
+		ID:        messageID(contact, r.dir, r.counter),
+		Contact:   contact,
+		Direction: r.dir,
+		Counter:   r.counter,
+		Body:      r.body,
+		SentAt:    msTime(r.sentAtMs),
+		At:        msTime(r.atMs),
+		Status:    r.status,
+		Late:      r.late,
+	}
+}
+
+// History returns the conversation with a contact: each direction in its
+// sender's counter order, the two merged in the order this client stored
+// the messages.
+func (c *Client) History(contact ContactID) ([]Message, error) {
+	c.mu.Lock()
+	_, ok := c.contacts[contact]
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if !ok {
+		return nil, ErrUnknownContact
+	}
+	var in, out []*msgRec
+	err := c.db.view(func(tx kvTx) error {
+		return tx.scan(historyPrefix(contact), func(_, v []byte) error {
+			r, err := parseMsgRec(v)
+			if err != nil {
+				return err
+			}
+			if r.dir == Incoming {
+				in = append(in, r)
+			} else {
+				out = append(out, r)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client: history: %w", err)
+	}
+	msgs := make([]Message, 0, len(in)+len(out))
+	for len(in) > 0 || len(out) > 0 {
+		if len(out) == 0 || (len(in) > 0 && in[0].seq < out[0].seq) {
+			msgs = append(msgs, in[0].public(contact))
+			in = in[1:]
+		} else {
+			msgs = append(msgs, out[0].public(contact))
+			out = out[1:]
+		}
+	}
+	return msgs, nil
+}
+
+// Message returns one message by ID (for example, to read the status of a
+// sent one).
+func (c *Client) Message(id MessageID) (Message, error) {
+	ct, dir, n, ok := parseMessageID(id)
+	if !ok {
+		return Message{}, fmt.Errorf("client: message id %q: %w", id, errNotFound)
+	}
+	var m Message
+	err := c.db.view(func(tx kvTx) error {
+		b, err := tx.get(keyHistory(ct, dir, n))
+		if err != nil {
+			return err
+		}
+		r, err := parseMsgRec(b)
+		if err != nil {
+			return err
+		}
+		m = r.public(ct)
+		return nil
+	})
+	if err != nil {
+		return Message{}, fmt.Errorf("client: message %s: %w", id, err)
+	}
+	return m, nil
+}
+
+// Events returns the channel of events. It has Config.EventBuffer room; an
+// app that does not keep up loses events, never data: when the channel is
+// full new events are dropped and counted, and an EventsDropped with the
+// count is delivered as soon as there is room again. History and Message
+// always have everything. The channel is closed by Close.
+func (c *Client) Events() <-chan Event { return c.events }
+
+func (c *Client) emit(evs ...Event) {
+	c.evMu.Lock()
+	defer c.evMu.Unlock()
+	if c.evClosed {
+		return
+	}
+	for _, ev := range evs {
+		if c.dropped > 0 {
+			select {
+			case c.events <- EventsDropped{Count: c.dropped}:
+				c.dropped = 0
+			default:
+				c.dropped++
+				continue
+			}
+		}
+		select {
+		case c.events <- ev:
+		default:
+			c.dropped++
+		}
+	}
+}
+
+// Start goes online: it starts a libp2p host (dialing out only) with the
+// DHT in client mode, connects to the bootstrap relays, and runs the
+// sender (outbox), the receiver (live subscription and sync) and prekey
+// replenishment in the background until Close. ctx bounds only the start
+// itself.
+func (c *Client) Start(ctx context.Context) error {
+	c.startMu.Lock()
+	defer c.startMu.Unlock()
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if c.started {
+		return nil
+	}
+	n, err := newNet(&c.cfg, c.log, c.bootstrap)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.net = n
+	for _, r := range c.contacts {
+		n.addHints(r.hints)
+	}
+	c.mu.Unlock()
+	c.runCtx, c.cancel = context.WithCancel(context.Background())
+	c.started = true
+	c.wg.Go(func() {
+		n.connectBootstrap(c.runCtx)
+		c.kick(c.kickSend)
+		c.kick(c.kickSync)
+	})
+	c.wg.Go(func() { c.sendLoop(c.runCtx) })
+	c.wg.Go(func() { c.recvLoop(c.runCtx) })
+	_ = ctx
+	return nil
+}
+
+func (c *Client) kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops the background work, closes the network and the database,
+// and closes the Events channel. Messages not yet sent stay in the outbox
+// and go out after the next Start.
+func (c *Client) Close() error {
+	c.startMu.Lock()
+	defer c.startMu.Unlock()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	if c.started {
+		c.cancel()
+		c.wg.Wait()
+		c.net.close()
+	}
+	err := c.db.close()
+	c.evMu.Lock()
+	c.evClosed = true
+	close(c.events)
+	c.evMu.Unlock()
+	return err
+}
+
+// contactHints returns the relay IDs of a contact's invite hints.
+func (c *Client) hintIDs(hints [][]byte) []peer.ID {
+	var ids []peer.ID
+	for _, h := range hints {
+		a, err := ma.NewMultiaddrBytes(h)
+		if err != nil {
+			continue
+		}
+		ai, err := peer.AddrInfoFromP2pAddr(a)
+		if err != nil {
+			continue
+		}
+		ids = append(ids, ai.ID)
+	}
+	return ids
+}
+
+var _ = bytes.Equal
+var _ io.Reader

@@ -1,0 +1,746 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cairn-net/cairn/ratchet"
+	"github.com/cairn-net/cairn/rpc"
+	"github.com/cairn-net/cairn/wire"
+)
+
+// errNoSession means an entry fits no session yet: it is kept pending.
+var errNoSession = errors.New("no session opens the message")
+
+// pushBatch bounds the live entries stored in one transaction.
+const pushBatch = 256
+
+// seenMargin is how long past an entry's expiry its CID is remembered as
+// seen (relays never serve an entry after its expiry).
+const seenMargin = time.Hour
+
+// Sync syncs every reachable replica of this client's mailbox now, stores
+// what arrived, checks for gaps, and makes the outbox retry at once. It
+// returns ErrNoRelay if no replica answered.
+func (c *Client) Sync(ctx context.Context) error {
+	c.startMu.Lock()
+	started := c.started
+	c.startMu.Unlock()
+	if !started {
+		return ErrNotStarted
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	nowMs := c.nowMs()
+	for _, r := range c.outbox {
+		if r.status == StatusQueued && r.nextMs > nowMs {
+			r.nextMs = nowMs
+		}
+	}
+	c.mu.Unlock()
+	c.kick(c.kickSend)
+	return c.syncRound(ctx, c.net.replicaSet(ctx, c.mailbox, nil))
+}
+
+// recvLoop keeps a live subscription on one replica and syncs all replicas:
+// at start, whenever the subscription ends (pushes may have been missed),
+// every SyncInterval, and when a gap's grace period ends.
+func (c *Client) recvLoop(ctx context.Context) {
+	n := c.net
+	var (
+		sub      *rpc.Subscription
+		pumpDone chan struct{}
+		subEnded = make(chan struct{}, 1)
+		failures int
+	)
+	stopSub := func() {
+		if sub != nil {
+			_ = sub.Close()
+			<-pumpDone
+			sub = nil
+		}
+	}
+	defer stopSub()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kickSync:
+		case <-timer.C:
+		case <-subEnded:
+			stopSub()
+		}
+		replicas := n.replicaSet(ctx, c.mailbox, nil)
+		if sub == nil {
+			// Subscribe before syncing, so nothing falls between the two.
+			for _, relay := range n.order(replicas) {
+				s, err := n.rpc.Subscribe(ctx, relay, c.mboxKey)
+				if err != nil {
+					c.log.Debug("subscribe", "relay", relay.String(), "err", err)
+					continue
+				}
+				sub, pumpDone = s, make(chan struct{})
+				c.wg.Go(func() { c.pump(ctx, s, relay, subEnded, pumpDone) })
+				break
+			}
+		}
+		err := c.syncRound(ctx, replicas)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			c.replenishPrekeys(ctx, replicas)
+		}
+		wait := c.cfg.SyncInterval
+		if sub == nil || err != nil {
+			failures++
+			wait = min(wait, jitter(c.cfg.Rand, backoff(c.cfg.RetryMin, c.cfg.RetryMax, failures)))
+		} else {
+			failures = 0
+		}
+		if at, ok := c.nextGapCheck(); ok {
+			wait = min(wait, max(at.Sub(c.now()), time.Millisecond))
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+	}
+}
+
+// pump stores the live entries of a subscription and acks them.
+func (c *Client) pump(ctx context.Context, sub *rpc.Subscription, relay peer.ID, ended chan<- struct{}, done chan<- struct{}) {
+	defer close(done)
+	for e := range sub.Entries() {
+		batch := []rpc.Entry{e}
+	more:
+		for len(batch) < pushBatch {
+			select {
+			case e2, ok := <-sub.Entries():
+				if !ok {
+					break more
+				}
+				batch = append(batch, e2)
+			default:
+				break more
+			}
+		}
+		acks, err := c.ingest(batch, nil)
+		if err != nil {
+			c.log.Error("store pushed entries", "err", err)
+			break
+		}
+		c.ack(ctx, relay, acks)
+	}
+	if err := sub.Err(); err != nil && ctx.Err() == nil {
+		c.log.Debug("subscription ended", "relay", relay.String(), "err", err)
+	}
+	select {
+	case ended <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Client) ack(ctx context.Context, relay peer.ID, cids []wire.CID) {
+	for len(cids) > 0 {
+		k := min(len(cids), wire.MaxAckCIDs)
+		if _, err := c.net.rpc.Ack(ctx, relay, c.mboxKey, cids[:k], nil); err != nil {
+			c.log.Debug("ack", "relay", relay.String(), "err", err)
+			return
+		}
+		cids = cids[k:]
+	}
+}
+
+// syncRound syncs each replica in turn from the durable cursor, then
+// checks the conversations for gaps.
+func (c *Client) syncRound(ctx context.Context, replicas []peer.ID) error {
+	c.syncMu.Lock()
+	defer c.syncMu.Unlock()
+	start := c.now()
+	ok := 0
+	for _, relay := range replicas {
+		if err := c.syncRelay(ctx, relay); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.log.Debug("sync", "relay", relay.String(), "err", err)
+			c.net.markDown(relay, 0)
+			continue
+		}
+		ok++
+	}
+	if ok == 0 {
+		return ErrNoRelay
+	}
+	c.checkGaps(start)
+	return nil
+}
+
+// syncRelay reads everything relay has that the cursor does not cover,
+// storing page by page: each page's entries, the sessions they advanced,
+// their CIDs as seen and the cursor advance are one transaction, and only
+// then are the entries acked (SPEC.md §7, §10.4).
+func (c *Client) syncRelay(ctx context.Context, relay peer.ID) error {
+	c.mu.Lock()
+	cur := c.cursor.Clone()
+	c.mu.Unlock()
+	st, err := c.net.rpc.Sync(ctx, relay, c.mboxKey, rpc.SyncRequest{Cursor: cur})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for {
+		page, err := st.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		acks, err := c.ingest(page.Entries, page.Watermarks)
+		if err != nil {
+			return err
+		}
+		c.ack(ctx, relay, acks)
+		if page.Done {
+			return nil
+		}
+	}
+}
+
+// batch is the work of one ingest: what to write at its end and the events
+// to emit after the commit.
+type batch struct {
+	now      time.Time
+	seen     map[wire.CID]bool
+	sessions map[*sessionRec]bool
+	dropped  []*sessionRec
+	contacts map[ContactID]bool
+	recvs    map[ContactID]bool
+	nexts    map[ContactID]uint64 // next counter before the batch
+	msgs     map[string]*msgRec
+	done     []outKey // outbox entries finished by delivery receipts
+	newSess  bool
+	keys     bool
+	evs      []Event
+}
+
+// ingest stores a batch of verified entries in one transaction: for each
+// new CID, the decrypted message (or the entry, pending, if no session
+// opens it yet), the sessions it advanced, the CID as seen; with
+// watermarks (a sync page), the cursor advance. It returns the CIDs to ack.
+// A rejected entry (forged, corrupted, replayed) changes no session and is
+// never shown; its CID is acked so that relays drop it.
+func (c *Client) ingest(entries []rpc.Entry, watermarks []wire.Position) ([]wire.CID, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	b := &batch{
+		now:      c.now(),
+		seen:     map[wire.CID]bool{},
+		sessions: map[*sessionRec]bool{},
+		contacts: map[ContactID]bool{},
+		recvs:    map[ContactID]bool{},
+		nexts:    map[ContactID]uint64{},
+		msgs:     map[string]*msgRec{},
+	}
+	var acks []wire.CID
+	newHole := false
+	err := c.db.update(func(tx kvTx) error {
+		for i := range entries {
+			e := &entries[i]
+			cid := e.CID()
+			if b.seen[cid] {
+				continue
+			}
+			b.seen[cid] = true
+			acks = append(acks, cid)
+			if _, err := tx.get(keySeen(cid)); err == nil {
+				continue
+			} else if !errors.Is(err, errNotFound) {
+				return err
+			}
+			ttl := time.Unix(int64(e.Stamp.Expiry), 0).Sub(b.now) + seenMargin
+			if err := tx.setTTL(keySeen(cid), nil, max(ttl, seenMargin)); err != nil {
+				return err
+			}
+			env, err := wire.ParseEnvelope(e.Envelope)
+			if err != nil || env.Mailbox != c.mailbox {
+				c.log.Warn("rejected entry: not an envelope of this mailbox", "cid", cid.String())
+				continue
+			}
+			if err := c.openEntryLocked(tx, b, cid, e.Envelope, env.Ciphertext, false); err != nil {
+				return err
+			}
+		}
+		if b.newSess && c.pending > 0 {
+			if err := c.retryPendingLocked(tx, b); err != nil {
+				return err
+			}
+		}
+		for id := range b.recvs {
+			r := c.recv[id]
+			switch {
+			case len(r.above) == 0:
+				r.holeSinceMs = 0
+			case r.holeSinceMs == 0 || r.next != b.nexts[id]:
+				r.holeSinceMs = uint64(b.now.UnixMilli())
+				newHole = true
+			}
+		}
+		if watermarks != nil {
+			for _, w := range watermarks {
+				if err := c.cursor.Advance(w.Origin, w.Seq); err != nil {
+					c.log.Warn("cursor advance", "origin", w.Origin.String(), "err", err)
+				}
+			}
+			if err := tx.set(keyCursor, c.cursor.Marshal()); err != nil {
+				return err
+			}
+		}
+		return c.flushBatchLocked(tx, b)
+	})
+	if err != nil {
+		c.reloadLocked()
+		return nil, fmt.Errorf("client: store entries: %w", err)
+	}
+	for _, k := range b.done {
+		delete(c.outbox, k)
+	}
+	c.emit(b.evs...)
+	if c.hasAcksLocked() && c.deliveryAt.IsZero() {
+		c.deliveryAt = b.now.Add(deliveryDelay)
+		c.kick(c.kickSend)
+	}
+	if newHole {
+		// Look for the missing entries on every replica now.
+		c.kick(c.kickSync)
+	}
+	return acks, nil
+}
+
+func (c *Client) hasAcksLocked() bool {
+	for _, r := range c.recv {
+		if len(r.acks) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// flushBatchLocked writes what a batch touched.
+func (c *Client) flushBatchLocked(tx kvTx, b *batch) error {
+	for s := range b.sessions {
+		if _, ok := c.sessions[s.hid]; !ok {
+			continue
+		}
+		sb, err := s.marshal()
+		if err != nil {
+			return err
+		}
+		if err := tx.set(keySession(s.hid), sb); err != nil {
+			return err
+		}
+	}
+	for _, s := range b.dropped {
+		if err := tx.del(keySession(s.hid)); err != nil {
+			return err
+		}
+	}
+	for id := range b.contacts {
+		if err := tx.set(keyContact(id), c.contacts[id].marshal()); err != nil {
+			return err
+		}
+	}
+	for id := range b.recvs {
+		if err := tx.set(keyRecv(id), c.recv[id].marshal()); err != nil {
+			return err
+		}
+	}
+	for k, m := range b.msgs {
+		if err := tx.set([]byte(k), m.marshal()); err != nil {
+			return err
+		}
+	}
+	if b.keys {
+		kb, err := c.keys.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		if err := tx.set(keyKeys, kb); err != nil {
+			return err
+		}
+	}
+	return c.putSeq(tx)
+}
+
+// openLocked decrypts a ciphertext: a handshake message goes to the
+// session of its handshake or starts a new one (Respond); a ratchet message
+// is tried on every session, most recently active first. Nothing changes on
+// error (ratchet operations are atomic).
+func (c *Client) openLocked(ct []byte) (s *sessionRec, pt []byte, fresh bool, err error) {
+	if len(ct) == 0 {
+		return nil, nil, false, ratchet.ErrMalformed
+	}
+	if ct[0] == ratchet.TypeHandshake {
+		hid, ok := ratchet.HandshakeID(ct)
+		if !ok {
+			return nil, nil, false, ratchet.ErrMalformed
+		}
+		if s := c.sessions[hid]; s != nil {
+			pt, err := s.sess.Decrypt(c.cfg.Rand, ct)
+			return s, pt, false, err
+		}
+		sess, pt, err := c.keys.Respond(c.cfg.Rand, ct)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		return &sessionRec{hid: sess.HandshakeID(), sess: sess}, pt, true, nil
+	}
+	for _, s := range c.order {
+		pt, err := s.sess.Decrypt(c.cfg.Rand, ct)
+		if errors.Is(err, ratchet.ErrNotForSession) {
+			continue
+		}
+		return s, pt, false, err
+	}
+	return nil, nil, false, errNoSession
+}
+
+// openEntryLocked decrypts one entry and applies its payload. An entry no
+// session opens is kept pending (unless it comes from the pending table).
+func (c *Client) openEntryLocked(tx kvTx, b *batch, cid wire.CID, envelope, ct []byte, fromPending bool) error {
+	s, pt, fresh, err := c.openLocked(ct)
+	if errors.Is(err, errNoSession) {
+		if fromPending {
+			return errNoSession
+		}
+		return c.keepPendingLocked(tx, cid, envelope)
+	}
+	if err != nil {
+		c.log.Info("rejected entry", "cid", cid.String(), "err", err)
+		return nil
+	}
+	seq := c.nextSeqLocked()
+	p, perr := wire.ParsePayload(pt)
+	if fresh {
+		if perr != nil {
+			// A handshake that opens but carries no valid payload: do
+			// not keep a session nobody can name.
+			c.log.Info("rejected handshake: bad payload", "cid", cid.String(), "err", perr)
+			return nil
+		}
+		if err := c.adoptSessionLocked(b, s, p); err != nil {
+			c.log.Info("rejected handshake", "cid", cid.String(), "err", err)
+			return nil
+		}
+		b.keys = true
+		b.newSess = true
+	}
+	c.touchSessionLocked(s, seq)
+	b.sessions[s] = true
+	if perr != nil {
+		c.log.Info("rejected payload", "cid", cid.String(), "err", perr)
+		return nil
+	}
+	ct2 := c.contacts[s.contact]
+	if ct2 == nil {
+		return nil
+	}
+	if !s.retired && ct[0] == ratchet.TypeRatchet {
+		// The active session spoke: sessions retired by simultaneous
+		// initiation are no longer needed.
+		for _, o := range slices.Clone(c.order) {
+			if o.contact == s.contact && o.retired {
+				c.removeSessionLocked(o)
+				b.dropped = append(b.dropped, o)
+			}
+		}
+	}
+	if !p.ReplyTo.IsZero() && p.ReplyTo != ct2.mailbox && !s.retired {
+		ct2.mailbox = p.ReplyTo
+		b.contacts[ct2.id] = true
+	}
+	return c.applyPayloadLocked(tx, b, ct2, p, seq)
+}
+
+// adoptSessionLocked attaches a session made by Respond to its contact
+// (creating the contact if the initiator is unknown: its reply_to is where
+// to answer) and applies the simultaneous-initiation rule.
+func (c *Client) adoptSessionLocked(b *batch, s *sessionRec, p *wire.Payload) error {
+	peerKey := s.sess.PeerIdentity()
+	if peerKey == c.keys.Identity().Public() {
+		return errors.New("handshake from this client's own identity")
+	}
+	id := contactIDOf(peerKey)
+	ct := c.contacts[id]
+	if ct == nil {
+		if p.ReplyTo.IsZero() {
+			return errors.New("unknown initiator without reply_to")
+		}
+		ct = &contactRec{id: id, identity: peerKey, mailbox: p.ReplyTo, next: 1, addedMs: uint64(b.now.UnixMilli())}
+		c.contacts[id] = ct
+		b.contacts[id] = true
+		b.evs = append(b.evs, ContactAdded{Contact: ct.public()})
+	}
+	s.contact = id
+	for _, o := range c.order {
+		if o.contact != id || o.retired {
+			continue
+		}
+		_, retired := ratchet.Converge(o.sess, s.sess)
+		if retired == s.sess {
+			s.retired = true
+		} else {
+			o.retired = true
+			b.sessions[o] = true
+		}
+	}
+	c.addSessionLocked(s)
+	return nil
+}
+
+// applyPayloadLocked records a decrypted payload: its counter, a TEXT
+// message in the history, a DELIVERY's confirmations.
+func (c *Client) applyPayloadLocked(tx kvTx, b *batch, ct *contactRec, p *wire.Payload, seq uint64) error {
+	r := c.recv[ct.id]
+	if r == nil {
+		r = newRecvRec()
+		c.recv[ct.id] = r
+	}
+	if _, ok := b.nexts[ct.id]; !ok {
+		b.nexts[ct.id] = r.next
+	}
+	state := r.arrive(p.Counter)
+	if state == counterReplay {
+		c.log.Info("dropped replayed payload", "contact", string(ct.id), "counter", p.Counter)
+		return nil
+	}
+	b.recvs[ct.id] = true
+	switch p.Kind {
+	case wire.PayloadText:
+		m := &msgRec{
+			dir:      Incoming,
+			counter:  p.Counter,
+			body:     bytes.Clone(p.Body),
+			sentAtMs: p.SentAtMs,
+			atMs:     uint64(b.now.UnixMilli()),
+			seq:      seq,
+			late:     state == counterLate,
+			released: state == counterLate,
+		}
+		b.msgs[string(keyHistory(ct.id, Incoming, p.Counter))] = m
+		r.acks = append(r.acks, p.Counter)
+		if m.late {
+			b.evs = append(b.evs, MessageReceived{Message: m.public(ct.id)})
+		}
+	case wire.PayloadDelivery:
+		for _, k := range p.Acks {
+			if k == 0 || k >= ct.next {
+				continue // never sent
+			}
+			changed, err := setMsgStatus(tx, ct.id, k, StatusDelivered)
+			if err != nil {
+				return err
+			}
+			if o := c.outbox[outKey{ct.id, k}]; o != nil && o.kind == wire.PayloadText {
+				if err := tx.del(keyOutbox(ct.id, k)); err != nil {
+					return err
+				}
+				b.done = append(b.done, outKey{ct.id, k})
+			}
+			if changed {
+				b.evs = append(b.evs, StatusChanged{ID: messageID(ct.id, Outgoing, k), Contact: ct.id, Status: StatusDelivered})
+			}
+		}
+	}
+	return c.releaseLocked(tx, b, ct.id, r.release())
+}
+
+// releaseLocked emits MessageReceived for counters that are now in order.
+func (c *Client) releaseLocked(tx kvTx, b *batch, id ContactID, counters []uint64) error {
+	for _, k := range counters {
+		key := string(keyHistory(id, Incoming, k))
+		m := b.msgs[key]
+		if m == nil {
+			v, err := tx.get([]byte(key))
+			if errors.Is(err, errNotFound) {
+				continue // not a TEXT payload
+			}
+			if err != nil {
+				return err
+			}
+			if m, err = parseMsgRec(v); err != nil {
+				return err
+			}
+			b.msgs[key] = m
+		}
+		if !m.released {
+			m.released = true
+			b.evs = append(b.evs, MessageReceived{Message: m.public(id)})
+		}
+	}
+	return nil
+}
+
+// keepPendingLocked stores an entry that fits no session yet, evicting the
+// oldest beyond Config.MaxPending.
+func (c *Client) keepPendingLocked(tx kvTx, cid wire.CID, envelope []byte) error {
+	seq := c.nextSeqLocked()
+	if err := tx.set(keyPending(seq), (&pendingRec{cid: cid, envelope: envelope}).marshal()); err != nil {
+		return err
+	}
+	c.pending++
+	for c.pending > c.cfg.MaxPending {
+		var first []byte
+		errStop := errors.New("stop")
+		if err := tx.scan(prefixPending, func(k, _ []byte) error { first = k; return errStop }); err != nil && !errors.Is(err, errStop) {
+			return err
+		}
+		if first == nil {
+			break
+		}
+		if err := tx.del(first); err != nil {
+			return err
+		}
+		c.pending--
+		c.log.Warn("pending entry evicted", "limit", c.cfg.MaxPending)
+	}
+	return nil
+}
+
+// retryPendingLocked tries the pending entries again after a new session
+// appeared, until no more open.
+func (c *Client) retryPendingLocked(tx kvTx, b *batch) error {
+	for progress := true; progress; {
+		progress = false
+		type item struct {
+			key []byte
+			rec *pendingRec
+		}
+		var items []item
+		if err := tx.scan(prefixPending, func(k, v []byte) error {
+			r, err := parsePendingRec(v)
+			if err != nil {
+				items = append(items, item{k, nil})
+				return nil
+			}
+			items = append(items, item{k, r})
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, it := range items {
+			if it.rec != nil {
+				env, err := wire.ParseEnvelope(it.rec.envelope)
+				if err == nil {
+					err = c.openEntryLocked(tx, b, it.rec.cid, it.rec.envelope, env.Ciphertext, true)
+					if errors.Is(err, errNoSession) {
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					// An entry opened: it may have moved a session on
+					// (a new chain, a new session), so try the rest again.
+					progress = true
+				}
+			}
+			if err := tx.del(it.key); err != nil {
+				return err
+			}
+			c.pending--
+		}
+	}
+	return nil
+}
+
+// nextGapCheck returns when the earliest open hole's grace period ends.
+func (c *Client) nextGapCheck() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var at time.Time
+	for _, r := range c.recv {
+		if len(r.above) == 0 || r.holeSinceMs == 0 {
+			continue
+		}
+		t := msTime(r.holeSinceMs).Add(c.cfg.GapGrace)
+		if at.IsZero() || t.Before(at) {
+			at = t
+		}
+	}
+	return at, !at.IsZero()
+}
+
+// checkGaps reports the holes that stayed open for GapGrace although every
+// reachable replica was synced after they appeared (a round that started
+// after the hole was noticed), and releases the messages held behind them.
+func (c *Client) checkGaps(roundStart time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	now := c.now()
+	b := &batch{now: now, recvs: map[ContactID]bool{}, msgs: map[string]*msgRec{}}
+	err := c.db.update(func(tx kvTx) error {
+		for id, r := range c.recv {
+			if len(r.above) == 0 || r.holeSinceMs == 0 {
+				continue
+			}
+			since := msTime(r.holeSinceMs)
+			if now.Sub(since) < c.cfg.GapGrace || roundStart.Before(since) {
+				continue
+			}
+			for len(r.above) > 0 {
+				from, to := r.next, r.above[0]-1
+				for k := max(from, to-min(to-from, maxMissing-1)); k <= to; k++ {
+					r.missing = append(r.missing, k)
+				}
+				if len(r.missing) > maxMissing {
+					r.missing = r.missing[len(r.missing)-maxMissing:]
+				}
+				b.evs = append(b.evs, GapDetected{Contact: id, From: from, To: to})
+				r.next = r.above[0]
+				if err := c.releaseLocked(tx, b, id, r.release()); err != nil {
+					return err
+				}
+			}
+			r.holeSinceMs = 0
+			b.recvs[id] = true
+			if err := tx.set(keyRecv(id), r.marshal()); err != nil {
+				return err
+			}
+		}
+		for k, m := range b.msgs {
+			if err := tx.set([]byte(k), m.marshal()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		c.log.Error("record gaps", "err", err)
+		c.reloadLocked()
+		return
+	}
+	c.emit(b.evs...)
+}
