@@ -38,3 +38,29 @@ func TestLogDisk(t *testing.T) {
 func TestLogMemory(t *testing.T) {
 	storetest.RunLog(t, storetest.Opener{Name: "memory", Open: openMem})
 }
+
+func openClientDisk(t testing.TB, dir string, opts store.ClientOptions) *store.Client {
+	opts.Dir = dir
+	c, err := store.OpenClient(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func openClientMem(t testing.TB, _ string, opts store.ClientOptions) *store.Client {
+	opts.Dir = ""
+	c, err := store.OpenClient(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestClientDisk(t *testing.T) {
+	storetest.RunClient(t, storetest.ClientOpener{Name: "disk", Persistent: true, Open: openClientDisk})
+}
+
+func TestClientMemory(t *testing.T) {
+	storetest.RunClient(t, storetest.ClientOpener{Name: "memory", Open: openClientMem})
+}
