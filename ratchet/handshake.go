@@ -362,7 +362,7 @@ func (k *PrivateKeys) respond(rand io.Reader, msg []byte) (*Session, []byte, err
 	}
 	sh, err := parseSealed(plain)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, ErrAuth
 	}
 	if !ed25519.Verify(sh.identity.Ed25519[:], identityCertMessage(sh.identity), sh.cert[:]) {
 		return nil, nil, ErrAuth
@@ -390,7 +390,7 @@ func (k *PrivateKeys) respond(rand io.Reader, msg []byte) (*Session, []byte, err
 	}
 	ss, err := dk.Decapsulate(sh.kemCT)
 	if err != nil {
-		return nil, nil, ErrMalformed
+		return nil, nil, ErrAuth
 	}
 	defer clear(ss)
 
