@@ -61,10 +61,15 @@ func (c CID) Cid() cid.Cid {
 	return v
 }
 
-// String returns the base32 text form (b…).
+// String returns the base32 text form (b…). A value that is not a valid
+// version 1 CID (one not made by CIDOf or ParseCID) prints as
+// "<invalid cid …>" with its hex rather than panicking.
 func (c CID) String() string {
 	if c == (CID{}) {
 		return "<zero cid>"
+	}
+	if [4]byte(c[:4]) != cidPrefix {
+		return fmt.Sprintf("<invalid cid %x>", c[:])
 	}
 	return c.Cid().String()
 }

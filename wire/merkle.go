@@ -74,7 +74,7 @@ func merklePathLen(index, n int) int {
 // merkleRootFromPath recomputes the root from a leaf hash and its inclusion
 // path (RFC 9162 §2.1.3.2). ok is false if the path does not fit (index, n).
 func merkleRootFromPath(index, n int, leaf [32]byte, path [][32]byte) (root [32]byte, ok bool) {
-	if index >= n || n < 1 {
+	if index < 0 || index >= n || n < 1 {
 		return root, false
 	}
 	fn, sn := uint64(index), uint64(n-1)
