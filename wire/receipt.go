@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -28,7 +27,8 @@ type Receipt struct {
 	Expiry uint64
 }
 
-// AppendMarshal appends the canonical encoding of r to b.
+// AppendMarshal appends the canonical encoding of r to b. It fails, as
+// ParseReceipt would, for a malformed origin, mailbox or CID or a zero seq.
 func (r *Receipt) AppendMarshal(b []byte) ([]byte, error) {
 	b = append(b, ReceiptVersion)
 	b, err := appendPeerID(b, r.Origin)
@@ -37,6 +37,12 @@ func (r *Receipt) AppendMarshal(b []byte) ([]byte, error) {
 	}
 	if r.Seq == 0 {
 		return nil, fmt.Errorf("receipt: seq 0: %w", ErrMalformed)
+	}
+	if r.Mailbox[0] != 0x12 || r.Mailbox[1] != 0x20 {
+		return nil, fmt.Errorf("receipt: mailbox address: %w", ErrMalformed)
+	}
+	if [4]byte(r.CID[:4]) != cidPrefix {
+		return nil, fmt.Errorf("receipt: cid: %w", ErrMalformed)
 	}
 	b = append(b, r.Mailbox[:]...)
 	b = append(b, r.CID[:]...)
@@ -213,25 +219,27 @@ func SignReceipts(signer Signer, receipts []Receipt) ([]SignedReceipt, error) {
 	return out, nil
 }
 
+// ed25519PeerIDPrefix starts the peer ID of every Ed25519 libp2p key: the
+// identity multihash (00, length 36) of the protobuf PublicKey
+// {Type: Ed25519 (08 01), Data: 32 bytes (12 20)} (SPEC.md §1).
+const ed25519PeerIDPrefix = "\x00\x24\x08\x01\x12\x20"
+
 // OriginKey returns the Ed25519 public key embedded in an origin's peer ID.
-// Relays must use Ed25519 keys (SPEC.md §1).
+// Relays must use Ed25519 keys, whose peer ID is exactly the 38 bytes
+// 00 24 08 01 12 20 ‖ key (SPEC.md §1); any other peer ID, including another
+// protobuf encoding of the same key, is refused with ErrBadSignature.
 func OriginKey(origin peer.ID) (ed25519.PublicKey, error) {
-	pk, err := origin.ExtractPublicKey()
-	if err != nil {
-		return nil, fmt.Errorf("origin %s: no embedded key: %w", origin, ErrBadSignature)
+	if len(origin) != len(ed25519PeerIDPrefix)+ed25519.PublicKeySize || origin[:len(ed25519PeerIDPrefix)] != ed25519PeerIDPrefix {
+		return nil, fmt.Errorf("origin %s: not an Ed25519 peer ID: %w", origin, ErrBadSignature)
 	}
-	if pk.Type() != crypto.Ed25519 {
-		return nil, fmt.Errorf("origin %s: key type %v is not Ed25519: %w", origin, pk.Type(), ErrBadSignature)
-	}
-	raw, err := pk.Raw()
-	if err != nil || len(raw) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("origin %s: key: %w", origin, ErrBadSignature)
-	}
-	return ed25519.PublicKey(raw), nil
+	return ed25519.PublicKey(origin[len(ed25519PeerIDPrefix):]), nil
 }
 
 // root recomputes the batch root this receipt claims.
 func (s *SignedReceipt) root() ([32]byte, error) {
+	if s.BatchSize == 0 || s.BatchSize > MaxReceiptBatch {
+		return [32]byte{}, fmt.Errorf("signed receipt: batch size %d: %w", s.BatchSize, ErrMalformed)
+	}
 	enc, err := s.Receipt.Marshal()
 	if err != nil {
 		return [32]byte{}, err
