@@ -2,6 +2,8 @@ package store
 
 import (
 	"errors"
+
+	"github.com/dgraph-io/badger/v4"
 	"log/slog"
 	"time"
 
@@ -108,6 +110,9 @@ type LogOptions struct {
 	// back into the Log's writing methods; copy what it needs (the
 	// envelope slice is not reused by the log, so retaining it is fine).
 	OnStored func(StoredEntry)
+
+	// tweak adjusts badger's options (tests only).
+	tweak func(*badger.Options)
 }
 
 // Deposit is one envelope to append with this relay as its origin. The

@@ -48,7 +48,7 @@ type op struct {
 	dupOf     *pendingAppend
 }
 
-// heavy ops touch up to ackChunk entries each.
+// heavy ops touch up to l.chunk entries each.
 func (o *op) heavy() bool { return o.kind != opAppend && o.kind != opImport }
 
 func (o *op) size() int {
@@ -62,7 +62,6 @@ func (o *op) size() int {
 }
 
 const (
-	maxBatchBytes = 4 << 20
 	maxBatchHeavy = 4
 	// markSlack is added to the badger TTL of fate records and marks, which
 	// the sweep removes on the log's clock; badger's TTL only bounds them if
@@ -100,7 +99,7 @@ func (l *Log) run() {
 					stop = true
 					break drain
 				}
-				if bytes+o.size() > maxBatchBytes || (o.heavy() && heavy >= maxBatchHeavy) {
+				if bytes+o.size() > l.maxBytes || (o.heavy() && heavy >= maxBatchHeavy) {
 					carry = o
 					break drain
 				}
@@ -376,18 +375,25 @@ func cidOfDigest(d [32]byte) wire.CID {
 	return c
 }
 
+// fate reads a fate record in the batch; a corrupt one counts as absent
+// (it is logged and counted; the caller's write, if any, replaces it).
+func (b *batchCtx) fate(mbid uint32, d [32]byte) (fateRec, bool, error) {
+	r, ok, err := getFate(b.txn, mbid, d)
+	if errors.Is(err, ErrCorrupt) {
+		b.l.st.corrupt.Add(1)
+		b.l.log.Error("store: corrupt fate record", "err", err)
+		return fateRec{}, false, nil
+	}
+	return r, ok, err
+}
+
 // known looks a CID up for dedup: its effective fate, or FateUnknown.
 func (b *batchCtx) known(mb *mbox, d [32]byte) (fateRec, Fate, error) {
 	if mb == nil {
 		return fateRec{}, FateUnknown, nil
 	}
-	r, ok, err := getFate(b.txn, mb.id, d)
-	if errors.Is(err, ErrCorrupt) {
-		// A corrupt fate record is overwritten by the new one: a repair.
-		b.l.st.corrupt.Add(1)
-		b.l.log.Error("store: corrupt fate record", "err", err)
-		return fateRec{}, FateUnknown, nil
-	}
+	// A corrupt fate record counts as unknown: the new one overwrites it.
+	r, ok, err := b.fate(mb.id, d)
 	if err != nil || !ok {
 		return fateRec{}, FateUnknown, err
 	}
@@ -600,12 +606,15 @@ func (b *batchCtx) evictOldest(mb *mbox) (int64, error) {
 	if best == nil {
 		return 0, fmt.Errorf("mailbox %s counts %d entries but none is readable: %w", mb.addr, mb.entries, wire.ErrStorageFull)
 	}
-	r, ok, err := getFate(b.txn, mb.id, best.d)
+	r, ok, err := b.fate(mb.id, best.d)
 	if err != nil {
 		return 0, err
 	}
 	if !ok || r.fate != FateStored {
-		return 0, fmt.Errorf("evict: fate of %x missing: %w", best.d[:4], ErrCorrupt)
+		// Without its fate record the entry cannot be counted down; drop
+		// it from the scan and let the caller pick again.
+		mb.lowLive[best.oid] = best.seq + 1
+		return 0, nil
 	}
 	if err := b.expireEntry(mb, r, best.d, true); err != nil {
 		return 0, err
@@ -792,7 +801,7 @@ func (b *batchCtx) doAck(o *op) error {
 		return nil
 	}
 	ack := func(d [32]byte) error {
-		r, ok, err := getFate(b.txn, mb.id, d)
+		r, ok, err := b.fate(mb.id, d)
 		if err != nil || !ok || r.fate != FateStored {
 			return err
 		}
@@ -823,7 +832,7 @@ func (b *batchCtx) doAck(o *op) error {
 		if start > p.Seq {
 			continue
 		}
-		budget := ackChunk - len(o.tombs)
+		budget := l.chunk - len(o.tombs)
 		var digests [][32]byte
 		truncated := false
 		it := b.txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
@@ -965,7 +974,7 @@ func (b *batchCtx) doSweep(o *op) error {
 		if string(k) >= string(end) {
 			break
 		}
-		if len(keys) >= ackChunk {
+		if len(keys) >= l.chunk {
 			o.more = true
 			break
 		}
@@ -984,11 +993,7 @@ func (b *batchCtx) doSweep(o *op) error {
 		if mb == nil {
 			continue
 		}
-		r, ok, err := getFate(b.txn, mbid, d)
-		if errors.Is(err, ErrCorrupt) {
-			l.st.corrupt.Add(1)
-			continue
-		}
+		r, ok, err := b.fate(mbid, d)
 		if err != nil {
 			return err
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/skl"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cairn-net/cairn/wire"
@@ -48,9 +49,16 @@ type Log struct {
 	own   uint32 // oid of opts.Origin
 	mem   bool
 	batch int
+	// chunk bounds the entries one ack, tombstone or sweep operation
+	// touches, so a transaction of maxBatchHeavy of them plus a full batch
+	// of appends stays within badger's transaction limits.
+	chunk int
+	// maxBytes bounds the envelope bytes of one group commit.
+	maxBytes int
 
-	closeMu sync.RWMutex
-	closed  bool
+	closeMu  sync.RWMutex
+	closed   bool
+	stopOnce sync.Once
 
 	reqs       chan *op
 	commitDone chan struct{}
@@ -140,6 +148,9 @@ func OpenLog(opts LogOptions) (*Log, error) {
 		// every value in its skiplists.
 		bo = bo.WithValueThreshold(256)
 	}
+	if opts.tweak != nil {
+		opts.tweak(&bo)
+	}
 	db, err := badger.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("store: open log: %w", err)
@@ -163,6 +174,12 @@ func OpenLog(opts LogOptions) (*Log, error) {
 		nextMBID:   1,
 		nextBatch:  1,
 	}
+	// Badger refuses a transaction above 15% of a memtable in bytes, or
+	// that divided by its skiplist node size in count; each entry an op
+	// touches costs up to 4 writes.
+	maxCount := int(bo.MemTableSize*15/100) / skl.MaxNodeSize
+	l.chunk = min(1024, max(16, (maxCount/2-4*l.batch)/(4*maxBatchHeavy)))
+	l.maxBytes = int(min(4<<20, bo.MemTableSize*15/100/2))
 	if err := l.load(); err != nil {
 		db.Close()
 		return nil, err
@@ -413,10 +430,6 @@ func (l *Log) ImportMany(ctx context.Context, entries []Import) []ImportResult {
 	return out
 }
 
-// ackChunk bounds the deletions of one ack or sweep operation, so one
-// transaction stays far below badger's size limit.
-const ackChunk = 1024
-
 // Ack deletes the listed entries of mailbox and every entry upTo covers
 // (nil: none), leaving a tombstone for each (SPEC.md §10.6). Unknown or
 // already acked CIDs are ignored. A large ack is applied in several
@@ -450,7 +463,7 @@ func (l *Log) Ack(ctx context.Context, mailbox wire.Mailbox, cids []wire.CID, up
 func (l *Log) ImportTombstones(ctx context.Context, ts []Tombstone) (int, error) {
 	n := 0
 	for len(ts) > 0 {
-		k := min(len(ts), ackChunk)
+		k := min(len(ts), l.chunk)
 		o := &op{kind: opTombstones, tombs: ts[:k]}
 		if err := l.submit(ctx, o); err != nil {
 			return n, err
@@ -559,7 +572,7 @@ func (l *Log) background() {
 // Close stops the background loop, waits for in-flight commits and closes
 // the database. Calls after Close fail with ErrClosed.
 func (l *Log) Close() error {
-	close(l.bgStop)
+	l.stopOnce.Do(func() { close(l.bgStop) })
 	<-l.bgDone
 	l.closeMu.Lock()
 	if l.closed {
