@@ -95,11 +95,11 @@ func (p *AuthProof) Marshal() ([]byte, error) {
 
 // ParseAuthProof parses a proof without verifying it.
 func ParseAuthProof(b []byte) (*AuthProof, error) {
+	if len(b) >= 1 && b[0] != AuthVersion {
+		return nil, fmt.Errorf("auth proof: version %d: %w", b[0], ErrUnsupportedVersion)
+	}
 	if len(b) < 2 {
 		return nil, fmt.Errorf("auth proof: short: %w", ErrMalformed)
-	}
-	if b[0] != AuthVersion {
-		return nil, fmt.Errorf("auth proof: version %d: %w", b[0], ErrUnsupportedVersion)
 	}
 	p := &AuthProof{Op: AuthOp(b[1])}
 	if !p.Op.valid() {

@@ -49,13 +49,10 @@ func (c *Cursor) Covers(origin peer.ID, seq uint64) bool {
 
 // Advance raises origin's position to seq if seq is higher. It fails if
 // the cursor already lists MaxCursorOrigins origins and origin is new, or if
-// origin is not a valid peer ID length.
+// origin is not a well-formed peer ID of 1…MaxPeerIDLen bytes.
 func (c *Cursor) Advance(origin peer.ID, seq uint64) error {
 	if seq == 0 {
 		return nil
-	}
-	if len(origin) == 0 || len(origin) > MaxPeerIDLen {
-		return fmt.Errorf("cursor: origin length %d: %w", len(origin), ErrMalformed)
 	}
 	i, ok := c.find(origin)
 	if ok {
@@ -63,6 +60,11 @@ func (c *Cursor) Advance(origin peer.ID, seq uint64) error {
 			c.positions[i].Seq = seq
 		}
 		return nil
+	}
+	// A new origin must be one ParseCursor accepts, so that Marshal stays
+	// parseable.
+	if err := checkPeerID(origin); err != nil {
+		return fmt.Errorf("cursor origin: %w", err)
 	}
 	if len(c.positions) >= MaxCursorOrigins {
 		return fmt.Errorf("cursor: more than %d origins: %w", MaxCursorOrigins, ErrMalformed)
@@ -117,11 +119,11 @@ func (c *Cursor) Marshal() []byte {
 // empty cursor is 01 00.
 func ParseCursor(b []byte) (Cursor, error) {
 	var c Cursor
+	if len(b) >= 1 && b[0] != CursorVersion {
+		return c, fmt.Errorf("cursor: version %d: %w", b[0], ErrUnsupportedVersion)
+	}
 	if len(b) < 2 {
 		return c, fmt.Errorf("cursor: short: %w", ErrMalformed)
-	}
-	if b[0] != CursorVersion {
-		return c, fmt.Errorf("cursor: version %d: %w", b[0], ErrUnsupportedVersion)
 	}
 	n := int(b[1])
 	if n > MaxCursorOrigins {
