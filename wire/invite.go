@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/binary"
@@ -66,20 +67,31 @@ func inviteChecksum(payload []byte) [4]byte {
 	return [4]byte(h.Sum(nil))
 }
 
-// UnmarshalBinary parses a payload and checks its checksum.
+// minInvitePayload is the size of the smallest payload: version,
+// bundle_len, a 1-byte bundle, name_len, hint_count and checksum.
+const minInvitePayload = 1 + 2 + 1 + 1 + 1 + 4
+
+// UnmarshalBinary parses a payload. As SPEC.md §9 orders it, the checksum
+// is checked before anything it covers, the version included: a typo gives
+// ErrInviteChecksum, a well-formed payload of another version
+// ErrUnsupportedVersion. A payload too short to hold a checksum is
+// ErrUnsupportedVersion if its first byte is not 1, else ErrMalformed.
 func (inv *Invite) UnmarshalBinary(b []byte) error {
 	if len(b) < 1 {
 		return fmt.Errorf("invite: empty: %w", ErrMalformed)
 	}
-	if b[0] != InviteVersion {
-		return fmt.Errorf("invite: version %d: %w", b[0], ErrUnsupportedVersion)
-	}
-	if len(b) < 1+2+1+1+4 {
+	if len(b) < minInvitePayload {
+		if b[0] != InviteVersion {
+			return fmt.Errorf("invite: version %d: %w", b[0], ErrUnsupportedVersion)
+		}
 		return fmt.Errorf("invite: short: %w", ErrMalformed)
 	}
 	body, sum := b[:len(b)-4], b[len(b)-4:]
 	if inviteChecksum(body) != [4]byte(sum) {
 		return fmt.Errorf("invite: %w", ErrInviteChecksum)
+	}
+	if b[0] != InviteVersion {
+		return fmt.Errorf("invite: version %d: %w", b[0], ErrUnsupportedVersion)
 	}
 	rest := body[1:]
 	n := int(binary.BigEndian.Uint16(rest))
@@ -144,22 +156,41 @@ func (inv *Invite) QR() (string, error) {
 }
 
 // ParseInvite parses either form of an invite string, ignoring ASCII
-// whitespace (line breaks from copying) and case.
+// whitespace (line breaks from copying) and ASCII case. Any other byte
+// outside the base32 alphabet, non-ASCII ones included, is ErrMalformed.
+// A last character whose unused low bits are not zero encodes no payload
+// and is reported as ErrInviteChecksum, like any other typo.
 func ParseInvite(s string) (*Invite, error) {
-	s = strings.Map(func(r rune) rune {
-		switch r {
-		case ' ', '\t', '\n', '\r':
-			return -1
+	// Normalise to uppercase without whitespace, byte by byte: Unicode case
+	// mapping would turn some non-ASCII letters (K, ſ, ı) into base32 ones.
+	norm := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f':
+			continue
+		case c >= 'a' && c <= 'z':
+			c -= 'a' - 'A'
+		case c >= 0x80:
+			return nil, fmt.Errorf("invite: non-ASCII character: %w", ErrMalformed)
 		}
-		return r
-	}, s)
-	s = strings.ToLower(s)
-	if !strings.HasPrefix(s, InvitePrefix) {
+		norm = append(norm, c)
+	}
+	prefix := strings.ToUpper(InvitePrefix)
+	if !bytes.HasPrefix(norm, []byte(prefix)) {
 		return nil, fmt.Errorf("invite: does not start with %q: %w", InvitePrefix, ErrMalformed)
 	}
-	b, err := inviteEncoding.DecodeString(strings.ToUpper(s[len(InvitePrefix):]))
+	enc := norm[len(prefix):]
+	b := make([]byte, inviteEncoding.DecodedLen(len(enc)))
+	n, err := inviteEncoding.Decode(b, enc)
 	if err != nil {
 		return nil, fmt.Errorf("invite: base32: %w", ErrMalformed)
+	}
+	b = b[:n]
+	// Decoding ignores the unused bits of the last character; only the
+	// canonical encoding of b is accepted.
+	if inviteEncoding.EncodeToString(b) != string(enc) {
+		return nil, fmt.Errorf("invite: base32 padding bits: %w", ErrInviteChecksum)
 	}
 	var inv Invite
 	if err := inv.UnmarshalBinary(b); err != nil {
