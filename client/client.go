@@ -586,7 +586,7 @@ func (c *Client) Start(ctx context.Context) error {
 		n.addHints(r.hints)
 	}
 	c.mu.Unlock()
-	c.runCtx, c.cancel = context.WithCancel(context.Background())
+	c.runCtx, c.cancel = context.WithCancel(dialCtx(context.Background()))
 	c.started = true
 	c.wg.Go(func() {
 		n.connectBootstrap(c.runCtx)

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
@@ -124,7 +125,16 @@ func testConfig(dir string, relays []string) client.Config {
 		SyncInterval:  2 * time.Second,
 		Timeout:       5 * time.Second,
 		EventBuffer:   4096,
+		Logger:        testLogger(),
 	}
+}
+
+// testLogger logs to stderr at debug level when CAIRN_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	if os.Getenv("CAIRN_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // newClient creates and starts a client; it is closed at the end of the

@@ -17,6 +17,7 @@ import (
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
@@ -335,6 +336,14 @@ func (n *netState) close() {
 	}
 	_ = n.dht.Close()
 	_ = n.host.Close()
+}
+
+// dialCtx lets dials ignore libp2p's own dial backoff (5 s and growing
+// after a failed dial): the client schedules its retries itself (relay
+// health, outbox backoff), and a relay that restarts must be reachable at
+// the next retry.
+func dialCtx(ctx context.Context) context.Context {
+	return network.WithForceDirectDial(ctx, "cairn client schedules its own retries")
 }
 
 // backoff is the delay before retry number attempt (1, 2, …): lo·2^(a−1),

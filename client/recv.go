@@ -49,6 +49,7 @@ func (c *Client) Sync(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	c.kick(c.kickSend)
+	ctx = dialCtx(ctx)
 	return c.syncRound(ctx, c.net.replicaSet(ctx, c.mailbox, nil))
 }
 

@@ -214,7 +214,7 @@ func (c *Client) fetchPrekeys(ctx context.Context, n *netState, mb wire.Mailbox,
 	if err != nil {
 		return nil, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(dialCtx(ctx), c.cfg.Timeout)
 	defer cancel()
 	for _, relay := range n.order(n.replicaSet(ctx, mb, n.addHints(hints))) {
 		got, err := n.rpc.FetchPrekeys(ctx, relay, mb)
