@@ -1,0 +1,175 @@
+package client_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/cairn-net/cairn/client"
+	"github.com/cairn-net/cairn/relay"
+)
+
+// startCluster starts n relays that know each other (each bootstraps from
+// the ones before it).
+func startCluster(t *testing.T, n int, mod func(*relay.Config)) []*testRelay {
+	t.Helper()
+	var rs []*testRelay
+	for range n {
+		var boot []peer.AddrInfo
+		for _, r := range rs {
+			ai, err := peer.AddrInfoFromP2pAddr(ma.StringCast(r.addr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			boot = append(boot, *ai)
+		}
+		rs = append(rs, startRelay(t, func(c *relay.Config) {
+			c.BootstrapPeers = boot
+			if mod != nil {
+				mod(c)
+			}
+		}))
+	}
+	return rs
+}
+
+// Two clients converse both ways while the recipient is offline for part
+// of it (closed, then opened again from its data directory).
+func TestClientConverseWithRecipientOffline(t *testing.T) {
+	r := startRelay(t, nil)
+	alice := newClient(t, testConfig(t.TempDir(), addrs(r)))
+	bobDir := t.TempDir()
+	bob := newClient(t, testConfig(bobDir, addrs(r)))
+	bobAtAlice := introduce(t, alice, bob)
+	sendAll(t, alice, bobAtAlice, msgs("a", 1, 10))
+	aliceAtBob := contactOf(t, bob, alice)
+	waitBodies(t, bob, aliceAtBob, client.Incoming, msgs("a", 1, 10))
+	sendAll(t, bob, aliceAtBob, msgs("b", 1, 5))
+	waitBodies(t, alice, bobAtAlice, client.Incoming, msgs("b", 1, 5))
+
+	// Bob goes offline; Alice keeps writing.
+	if err := bob.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ids := sendAll(t, alice, bobAtAlice, msgs("a", 11, 60))
+	waitFor(t, "stored", func() bool { return status(t, alice, ids[len(ids)-1]) == client.StatusStored })
+	if st := status(t, alice, ids[0]); st != client.StatusStored {
+		t.Fatalf("status of a message to an offline recipient: %v, want stored", st)
+	}
+
+	// Bob comes back, catches up, and answers.
+	bob = newClient(t, testConfig(bobDir, addrs(r)))
+	waitBodies(t, bob, aliceAtBob, client.Incoming, msgs("a", 1, 60))
+	sendAll(t, bob, aliceAtBob, msgs("b", 6, 10))
+	waitBodies(t, alice, bobAtAlice, client.Incoming, msgs("b", 1, 10))
+	for _, id := range ids {
+		waitFor(t, "delivered", func() bool { return status(t, alice, id) == client.StatusDelivered })
+	}
+	waitBodies(t, alice, bobAtAlice, client.Outgoing, msgs("a", 1, 60))
+}
+
+// A delivery receipt turns a message's status to delivered, and the
+// sender's events say so in order: stored, then delivered.
+func TestClientDeliveryReceipt(t *testing.T) {
+	r := startRelay(t, nil)
+	alice := newClient(t, testConfig(t.TempDir(), addrs(r)))
+	bob := newClient(t, testConfig(t.TempDir(), addrs(r)))
+	bobAtAlice := introduce(t, alice, bob)
+	id, err := alice.Send(context.Background(), bobAtAlice, []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []client.Status
+	for ev := range alice.Events() {
+		if sc, ok := ev.(client.StatusChanged); ok && sc.ID == id {
+			seen = append(seen, sc.Status)
+			if sc.Status == client.StatusDelivered {
+				break
+			}
+		}
+	}
+	if !slices.Equal(seen, []client.Status{client.StatusStored, client.StatusDelivered}) {
+		t.Fatalf("status events %v, want [stored delivered]", seen)
+	}
+	if st := status(t, alice, id); st != client.StatusDelivered {
+		t.Fatalf("status %v", st)
+	}
+	// Bob saw a contact added, then the message.
+	var got []string
+	for ev := range bob.Events() {
+		switch ev := ev.(type) {
+		case client.ContactAdded:
+			got = append(got, "contact")
+		case client.MessageReceived:
+			got = append(got, string(ev.Message.Body))
+		}
+		if len(got) == 2 {
+			break
+		}
+	}
+	if !slices.Equal(got, []string{"contact", "hello"}) {
+		t.Fatalf("recipient events %v", got)
+	}
+}
+
+// Relays are killed and restarted during a conversation: with R−1 of the
+// R replicas down, sending and syncing still work; with all down, messages
+// stay queued and go out when the relays return.
+func TestClientRelaysDownAndBack(t *testing.T) {
+	rs := startCluster(t, 3, nil)
+	all := addrs(rs...)
+	alice := newClient(t, testConfig(t.TempDir(), all))
+	bob := newClient(t, testConfig(t.TempDir(), all))
+	bobAtAlice := introduce(t, alice, bob)
+	sendAll(t, alice, bobAtAlice, msgs("a", 1, 5))
+	aliceAtBob := contactOf(t, bob, alice)
+	waitBodies(t, bob, aliceAtBob, client.Incoming, msgs("a", 1, 5))
+
+	// R−1 down, in both orders of who is left.
+	wantA, wantB := msgs("a", 1, 5), []string(nil)
+	for round, left := range []int{2, 0} {
+		for i, r := range rs {
+			if i != left {
+				r.stop()
+			}
+		}
+		a := msgs("a", 6+10*round, 15+10*round)
+		b := msgs("b", 1+10*round, 5+10*round)
+		wantA, wantB = append(wantA, a...), append(wantB, b...)
+		sendAll(t, alice, bobAtAlice, a)
+		sendAll(t, bob, aliceAtBob, b)
+		waitBodies(t, bob, aliceAtBob, client.Incoming, wantA)
+		waitBodies(t, alice, bobAtAlice, client.Incoming, wantB)
+		for _, r := range rs {
+			r.start()
+		}
+	}
+
+	// All down: messages stay queued, then go out when the relays return.
+	for _, r := range rs {
+		r.stop()
+	}
+	a, b := msgs("a", 100, 109), msgs("b", 100, 104)
+	wantA, wantB = append(wantA, a...), append(wantB, b...)
+	ids := sendAll(t, alice, bobAtAlice, a)
+	sendAll(t, bob, aliceAtBob, b)
+	if err := alice.Sync(context.Background()); err == nil {
+		t.Fatal("Sync with every relay down did not fail")
+	}
+	for _, id := range ids {
+		if st := status(t, alice, id); st != client.StatusQueued {
+			t.Fatalf("status with every relay down: %v", st)
+		}
+	}
+	for _, r := range rs {
+		r.start()
+	}
+	waitBodies(t, bob, aliceAtBob, client.Incoming, wantA)
+	waitBodies(t, alice, bobAtAlice, client.Incoming, wantB)
+	for _, id := range ids {
+		waitFor(t, "delivered", func() bool { return status(t, alice, id) == client.StatusDelivered })
+	}
+}
