@@ -1,0 +1,254 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"golang.org/x/time/rate"
+
+	"github.com/cairn-net/cairn/wire"
+)
+
+// Config is a relay's whole configuration: identity and network, the relay
+// policy of SPEC.md §12 (every limit, with its documented default in
+// DefaultConfig), and the seams for replication. It is a value: package
+// relay reads no flags, environment or files except the node's own state in
+// DataDir.
+type Config struct {
+	// Identity is the relay's libp2p key; it must be Ed25519 (SPEC.md §1).
+	// Nil means: load DataDir/identity.key, or create it (mode 0600).
+	Identity crypto.PrivKey
+	// DataDir holds the node's state: identity.key and the store (store/).
+	// Required.
+	DataDir string
+	// ListenAddrs are the multiaddrs to listen on (TCP and QUIC).
+	// Default: /ip4/0.0.0.0/tcp/4001 and /ip4/0.0.0.0/udp/4001/quic-v1.
+	ListenAddrs []ma.Multiaddr
+	// BootstrapPeers seed the DHT. Empty: none (never the IPFS ones).
+	BootstrapPeers []peer.AddrInfo
+	// Logger receives structured logs. Nil discards them.
+	Logger *slog.Logger
+	// Version is the software version advertised by info.
+	Version string
+	// Now is the clock of expiries, auth windows and receipts. Nil means
+	// time.Now. (Tests move it.)
+	Now func() time.Time
+
+	// MaxEnvelopeBytes is the largest envelope accepted (TOO_LARGE above),
+	// at most wire.MaxEnvelope. Default 65,536.
+	MaxEnvelopeBytes int
+	// DefaultTTL applies to envelopes with expiry 0. Default 7 days.
+	DefaultTTL time.Duration
+	// MaxTTL bounds an envelope's expiry: (now, now+MaxTTL]. Default 30
+	// days.
+	MaxTTL time.Duration
+	// PostageDifficulty is the proof-of-work difficulty in bits (0: none,
+	// at most wire.MaxPostageDifficulty). Default 0.
+	PostageDifficulty int
+	// MailboxQuotaBytes and MailboxQuotaEntries bound one mailbox's live
+	// entries (envelope bytes, count). Defaults 64 MiB and 10,000.
+	MailboxQuotaBytes   int64
+	MailboxQuotaEntries int64
+	// StorageCapBytes bounds all live envelope bytes; above it the store
+	// evicts (SPEC.md §13). Default 10 GiB.
+	StorageCapBytes int64
+	// PeerDepositRate and PeerDepositBurst bound each peer's deposits
+	// (token bucket). Defaults 10,000/s, burst 20,000.
+	PeerDepositRate  rate.Limit
+	PeerDepositBurst int
+	// PeerRequestRate and PeerRequestBurst bound each peer's requests of
+	// every other protocol (one stream is one request). Defaults 50/s,
+	// burst 200.
+	PeerRequestRate  rate.Limit
+	PeerRequestBurst int
+	// MaxStreamsPerPeer bounds a peer's concurrent inbound streams of
+	// cairn protocols (BUSY or a reset above it). Default 64.
+	MaxStreamsPerPeer int
+	// MaxPageEntries and MaxPageBytes bound one sync page. Defaults 512
+	// and 1 MiB.
+	MaxPageEntries int
+	MaxPageBytes   int
+	// MaxSubscribersPerMailbox bounds live subscriptions of one mailbox
+	// (BUSY above). Default 32.
+	MaxSubscribersPerMailbox int
+	// SubscriberQueue and SubscriberQueueBytes bound each subscriber's
+	// queue of pushes (SLOW_CONSUMER when full). Defaults 256 entries and
+	// 4 MiB.
+	SubscriberQueue      int
+	SubscriberQueueBytes int
+	// KeepaliveInterval is how long a subscription may be idle before the
+	// relay sends a keepalive. Default 15 s.
+	KeepaliveInterval time.Duration
+	// StreamIdleTimeout is how long a relay waits for a complete frame
+	// (a request) on a stream. Default 60 s.
+	StreamIdleTimeout time.Duration
+	// DepositIdleTimeout is StreamIdleTimeout for deposit streams.
+	// Default 5 min.
+	DepositIdleTimeout time.Duration
+	// WriteTimeout bounds every write (a response, a page, a push).
+	// Default 10 s.
+	WriteTimeout time.Duration
+	// MaxReplayCache bounds the auth replay cache (BUSY when full).
+	// Default 65,536.
+	MaxReplayCache int
+	// MaxStoredPrekeys bounds the one-time prekeys kept per kind per
+	// mailbox. Default 200.
+	MaxStoredPrekeys int
+	// FateRetention is how long after expiry a CID's fate is remembered.
+	// Default 7 days.
+	FateRetention time.Duration
+	// ReplicationFactor (R) is the replica set size (SPEC.md §14).
+	// Default 3.
+	ReplicationFactor int
+	// ReceiptQuorum is how many replicas must hold an entry before its
+	// receipt is sent. This version supports only 1 (the default).
+	ReceiptQuorum int
+	// ReplicaGrace is how long a former replica is still trusted for
+	// replication (SPEC.md §10.9). Default 1 h.
+	ReplicaGrace time.Duration
+	// ReconcileIDThreshold, ReconcileBranching and MaxReconcileRounds
+	// tune anti-entropy (SPEC.md §10.10). Defaults 32, 16, 64.
+	ReconcileIDThreshold int
+	ReconcileBranching   int
+	MaxReconcileRounds   int
+
+	// DepositStreamBytes bounds the envelope bytes one deposit stream may
+	// have read and not yet answered; the relay stops reading the stream
+	// above it (backpressure). Default 4 MiB.
+	DepositStreamBytes int
+	// MaxConnections bounds connections (the resource manager's system
+	// limit; the connection manager trims above 90% of it). Default 4,096.
+	MaxConnections int
+	// MaxMemoryBytes is the resource manager's memory limit for libp2p
+	// (stream buffers, in-flight deposits). Default 1 GiB.
+	MaxMemoryBytes int64
+	// DrainTimeout bounds how long Close waits for in-flight requests
+	// before resetting their streams. Default 10 s.
+	DrainTimeout time.Duration
+	// GCInterval is the period of the store's expiry sweep and value-log
+	// GC. Default 1 min; negative disables it.
+	GCInterval time.Duration
+	// MaxCommitBatch bounds one group commit of the store (one fsync, one
+	// receipt signature). Default 256.
+	MaxCommitBatch int
+
+	// ResourceManager, if set, replaces the resource manager derived from
+	// this Config (tests that need bursts pass network.NullResourceManager).
+	ResourceManager network.ResourceManager
+	// Placement decides which mailboxes this relay accepts deposits for
+	// (SPEC.md §14). Nil: every mailbox (a lone relay).
+	Placement Placement
+	// Forwarder, if set, receives every entry stored here and every
+	// tombstone left by an ack (replication, issue 6).
+	Forwarder Forwarder
+}
+
+// Version is the software version a relay advertises when Config.Version is
+// empty.
+const Version = "cairn-relay/0.1.0"
+
+// DefaultConfig returns the defaults of SPEC.md §12. DataDir must still be
+// set.
+func DefaultConfig() Config {
+	return Config{
+		ListenAddrs: []ma.Multiaddr{
+			ma.StringCast("/ip4/0.0.0.0/tcp/4001"),
+			ma.StringCast("/ip4/0.0.0.0/udp/4001/quic-v1"),
+		},
+		Version:                  Version,
+		MaxEnvelopeBytes:         65536,
+		DefaultTTL:               7 * 24 * time.Hour,
+		MaxTTL:                   30 * 24 * time.Hour,
+		PostageDifficulty:        0,
+		MailboxQuotaBytes:        64 << 20,
+		MailboxQuotaEntries:      10_000,
+		StorageCapBytes:          10 << 30,
+		PeerDepositRate:          10_000,
+		PeerDepositBurst:         20_000,
+		PeerRequestRate:          50,
+		PeerRequestBurst:         200,
+		MaxStreamsPerPeer:        64,
+		MaxPageEntries:           512,
+		MaxPageBytes:             1 << 20,
+		MaxSubscribersPerMailbox: 32,
+		SubscriberQueue:          256,
+		SubscriberQueueBytes:     4 << 20,
+		KeepaliveInterval:        15 * time.Second,
+		StreamIdleTimeout:        60 * time.Second,
+		DepositIdleTimeout:       5 * time.Minute,
+		WriteTimeout:             10 * time.Second,
+		MaxReplayCache:           65_536,
+		MaxStoredPrekeys:         200,
+		FateRetention:            7 * 24 * time.Hour,
+		ReplicationFactor:        3,
+		ReceiptQuorum:            1,
+		ReplicaGrace:             time.Hour,
+		ReconcileIDThreshold:     32,
+		ReconcileBranching:       16,
+		MaxReconcileRounds:       64,
+		DepositStreamBytes:       4 << 20,
+		MaxConnections:           4096,
+		MaxMemoryBytes:           1 << 30,
+		DrainTimeout:             10 * time.Second,
+		GCInterval:               time.Minute,
+		MaxCommitBatch:           256,
+	}
+}
+
+// errConfig wraps every configuration error.
+var errConfig = errors.New("relay config")
+
+func (c *Config) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", errConfig, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.DataDir == "":
+		return bad("DataDir is required")
+	case c.MaxEnvelopeBytes <= wire.EnvelopeOverhead || c.MaxEnvelopeBytes > wire.MaxEnvelope:
+		return bad("MaxEnvelopeBytes %d not in (%d, %d]", c.MaxEnvelopeBytes, wire.EnvelopeOverhead, wire.MaxEnvelope)
+	case c.DefaultTTL <= 0 || c.MaxTTL < c.DefaultTTL:
+		return bad("need 0 < DefaultTTL (%v) ≤ MaxTTL (%v)", c.DefaultTTL, c.MaxTTL)
+	case c.PostageDifficulty < 0 || c.PostageDifficulty > wire.MaxPostageDifficulty:
+		return bad("PostageDifficulty %d not in [0, %d]", c.PostageDifficulty, wire.MaxPostageDifficulty)
+	case c.MailboxQuotaBytes <= 0 || c.MailboxQuotaEntries <= 0 || c.StorageCapBytes <= 0:
+		return bad("quotas and the storage cap must be positive")
+	case c.PeerDepositRate <= 0 || c.PeerDepositBurst < 1 || c.PeerRequestRate <= 0 || c.PeerRequestBurst < 1:
+		return bad("peer rates and bursts must be positive")
+	case c.MaxStreamsPerPeer < 1:
+		return bad("MaxStreamsPerPeer must be positive")
+	case c.MaxPageEntries < 1 || c.MaxPageBytes < 1:
+		return bad("page bounds must be positive")
+	case c.MaxPageBytes > wire.MaxEntryFrame/2:
+		return bad("MaxPageBytes %d above half of MaxEntryFrame", c.MaxPageBytes)
+	case c.MaxSubscribersPerMailbox < 1 || c.SubscriberQueue < 1 || c.SubscriberQueueBytes < c.MaxEnvelopeBytes:
+		return bad("subscriber limits must be positive, with SubscriberQueueBytes ≥ MaxEnvelopeBytes")
+	case c.KeepaliveInterval <= 0 || c.StreamIdleTimeout <= 0 || c.DepositIdleTimeout <= 0 || c.WriteTimeout <= 0:
+		return bad("timeouts must be positive")
+	case c.MaxReplayCache < 1:
+		return bad("MaxReplayCache must be positive")
+	case c.MaxStoredPrekeys < 1:
+		return bad("MaxStoredPrekeys must be positive")
+	case c.FateRetention < 0:
+		return bad("FateRetention must not be negative")
+	case c.ReplicationFactor < 1:
+		return bad("ReplicationFactor must be positive")
+	case c.ReceiptQuorum != 1:
+		return bad("ReceiptQuorum %d: only 1 is supported", c.ReceiptQuorum)
+	case c.DepositStreamBytes < c.MaxEnvelopeBytes:
+		return bad("DepositStreamBytes must be at least MaxEnvelopeBytes")
+	case c.MaxConnections < 1 || c.MaxMemoryBytes < 1<<20:
+		return bad("MaxConnections and MaxMemoryBytes too small")
+	case c.DrainTimeout <= 0:
+		return bad("DrainTimeout must be positive")
+	case c.MaxCommitBatch < 1 || c.MaxCommitBatch > wire.MaxReceiptBatch:
+		return bad("MaxCommitBatch %d not in [1, %d]", c.MaxCommitBatch, wire.MaxReceiptBatch)
+	}
+	return nil
+}

@@ -1,0 +1,302 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/cairn-net/cairn/rpc"
+	"github.com/cairn-net/cairn/store"
+	"github.com/cairn-net/cairn/wire"
+	"github.com/cairn-net/cairn/wire/pb"
+)
+
+// deposit — /cairn/deposit/1.0.0 (SPEC.md §10.3): a long-lived, pipelined
+// stream. Two goroutines serve it: the reader reads DepositRequest frames
+// and runs the cheap checks in SPEC order (frame size, envelope parse, size,
+// expiry, the peer's deposit rate, placement, postage); the processor
+// gathers everything the reader has passed, appends it with one AppendMany
+// (the store's group commit shares one fsync and one receipt signature with
+// concurrent streams too), and writes the answers in request order with one
+// flush. The reader stops reading when DepositStreamBytes of envelopes wait
+// for answers, and never holds more than wire.MaxDepositInflight requests.
+
+// depositItem is one request on its way to its answer.
+type depositItem struct {
+	id    uint64
+	start time.Time
+	// resp is the answer of a request refused by a cheap check; nil for
+	// one to append.
+	resp *pb.DepositResponse
+	dep  store.Deposit
+	// reserved is what the item holds of the stream budget and of the
+	// resource manager's memory.
+	reserved int
+}
+
+// byteBudget bounds the envelope bytes a stream has read but not answered.
+type byteBudget struct {
+	mu    sync.Mutex
+	used  int
+	limit int
+	freed chan struct{} // signalled when bytes are released
+}
+
+func (b *byteBudget) take(n int, quit <-chan struct{}) bool {
+	for {
+		b.mu.Lock()
+		if b.used == 0 || b.used+n <= b.limit {
+			b.used += n
+			b.mu.Unlock()
+			return true
+		}
+		b.mu.Unlock()
+		select {
+		case <-b.freed:
+		case <-quit:
+			return false
+		}
+	}
+}
+
+func (b *byteBudget) release(n int) {
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+	select {
+	case b.freed <- struct{}{}:
+	default:
+	}
+}
+
+func (n *Node) serveDeposit(in *inbound) {
+	f := rpc.NewFramed(in.s, rpc.MaxDepositFrame)
+	items := make(chan depositItem, wire.MaxDepositInflight)
+	budget := &byteBudget{limit: n.cfg.DepositStreamBytes, freed: make(chan struct{}, 1)}
+	quit := make(chan struct{}) // the processor failed: stop reading
+	stop := context.AfterFunc(n.drainCtx, func() { _ = in.s.SetReadDeadline(time.Now()) })
+	defer stop()
+	readerDone := make(chan bool, 1)
+	go func() { readerDone <- n.depositReader(in, f, items, budget, quit) }()
+
+	ok := n.depositProcessor(in, f, items, budget)
+	if !ok {
+		close(quit)
+		_ = in.s.Reset()
+		for it := range items { // let the reader finish
+			n.releaseItem(in, budget, it)
+		}
+	}
+	if clean := <-readerDone; clean && ok {
+		closeStream(in.s)
+	} else {
+		_ = in.s.Reset()
+	}
+}
+
+// depositReader reads and checks requests until the stream ends, an
+// unparseable or oversized frame arrives, or the node drains. It reports
+// whether the stream ended cleanly (the sender's close-half, or a drain).
+func (n *Node) depositReader(in *inbound, f *rpc.Framed, items chan<- depositItem, budget *byteBudget, quit <-chan struct{}) (clean bool) {
+	defer close(items)
+	for {
+		var req pb.DepositRequest
+		err := f.Read(&req, n.cfg.DepositIdleTimeout)
+		if err != nil {
+			switch {
+			case errors.Is(err, io.EOF):
+				return true
+			case errors.Is(err, wire.ErrMalformed):
+				// Answer in order, then end the stream: the frame's id is
+				// unknown, so the answer carries id 0.
+				n.m.reject("deposit", pb.Status_STATUS_MALFORMED)
+				select {
+				case items <- depositItem{start: time.Now(), resp: &pb.DepositResponse{Status: pb.Status_STATUS_MALFORMED, Detail: "request does not parse"}}:
+				case <-quit:
+				}
+				return true
+			case n.draining():
+				return true
+			default:
+				if errors.Is(err, rpc.ErrFrameTooLarge) {
+					n.m.reject("deposit", pb.Status_STATUS_MALFORMED)
+				}
+				return false // oversized, idle or broken: reset
+			}
+		}
+		n.m.requests.WithLabelValues("deposit_envelope").Inc()
+		it := n.checkDeposit(in, &req)
+		if it.resp == nil {
+			size := len(it.dep.Envelope)
+			if !budget.take(size, quit) {
+				return false
+			}
+			it.reserved = size
+			if err := in.s.Scope().ReserveMemory(size, network.ReservationPriorityMedium); err != nil {
+				budget.release(size)
+				it.reserved = 0
+				it.resp = &pb.DepositResponse{Id: it.id, Status: pb.Status_STATUS_BUSY, Detail: "memory", RetryAfterMs: 1000}
+				n.m.reject("deposit", pb.Status_STATUS_BUSY)
+			}
+		}
+		select {
+		case items <- it:
+		case <-quit:
+			n.releaseItem(in, budget, it)
+			return false
+		}
+	}
+}
+
+// checkDeposit runs the checks of SPEC.md §10.3 that come before the store,
+// in order, cheapest first. A refused request changes no state.
+func (n *Node) checkDeposit(in *inbound, req *pb.DepositRequest) depositItem {
+	it := depositItem{id: req.Id, start: time.Now()}
+	refuse := func(st pb.Status, detail string) depositItem {
+		n.m.reject("deposit", st)
+		it.resp = &pb.DepositResponse{Id: req.Id, Status: st, Detail: detail}
+		return it
+	}
+	var env wire.Envelope
+	if err := env.Unmarshal(req.Envelope); err != nil {
+		return refuse(statusOf(err), err.Error())
+	}
+	if len(req.Envelope) > n.cfg.MaxEnvelopeBytes {
+		return refuse(pb.Status_STATUS_TOO_LARGE, "envelope above max_envelope_bytes")
+	}
+	now := n.now()
+	if env.Expiry != 0 {
+		nowSec := uint64(now.Unix())
+		if env.Expiry <= nowSec || env.Expiry > nowSec+uint64(n.cfg.MaxTTL/time.Second) {
+			return refuse(pb.Status_STATUS_EXPIRY_INVALID, "expiry outside (now, now+max_ttl]")
+		}
+	}
+	if ok, retry := take(in.ps.deposit, now); !ok {
+		r := refuse(pb.Status_STATUS_RATE_LIMITED, "deposit rate")
+		r.resp.RetryAfterMs = retryMs(retry)
+		return r
+	}
+	if ok, replicas := n.placement.Accepts(env.Mailbox); !ok {
+		r := refuse(pb.Status_STATUS_NOT_REPLICA, "not a replica of this mailbox")
+		for _, p := range replicas {
+			r.resp.ReplicaPeers = append(r.resp.ReplicaPeers, []byte(p))
+		}
+		return r
+	}
+	if d := n.cfg.PostageDifficulty; d > 0 {
+		if err := wire.CheckPostage(&env, d); err != nil {
+			r := refuse(pb.Status_STATUS_POSTAGE_REQUIRED, "postage below difficulty")
+			r.resp.PostageDifficulty = uint32(d)
+			return r
+		}
+	}
+	it.dep = store.Deposit{Envelope: req.Envelope, Mailbox: env.Mailbox}
+	return it
+}
+
+func (n *Node) releaseItem(in *inbound, budget *byteBudget, it depositItem) {
+	if it.reserved > 0 {
+		in.s.Scope().ReleaseMemory(it.reserved)
+		budget.release(it.reserved)
+	}
+}
+
+// depositProcessor appends and answers batches until the reader is done.
+// It returns false if writing failed.
+func (n *Node) depositProcessor(in *inbound, f *rpc.Framed, items <-chan depositItem, budget *byteBudget) bool {
+	maxBatch := n.cfg.MaxCommitBatch
+	batch := make([]depositItem, 0, maxBatch)
+	deps := make([]store.Deposit, 0, maxBatch)
+	for first := range items {
+		batch = append(batch[:0], first)
+	gather:
+		for len(batch) < maxBatch {
+			select {
+			case it, ok := <-items:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, it)
+			default:
+				break gather
+			}
+		}
+		deps = deps[:0]
+		for i := range batch {
+			if batch[i].resp == nil {
+				deps = append(deps, batch[i].dep)
+			}
+		}
+		var results []store.AppendManyResult
+		if len(deps) > 0 {
+			n.m.appendBatch.Observe(float64(len(deps)))
+			results = n.store.AppendMany(n.workCtx, deps)
+		}
+		j := 0
+		var werr error
+		for i := range batch {
+			it := &batch[i]
+			resp := it.resp
+			if resp == nil {
+				var r store.AppendManyResult
+				if j < len(results) {
+					r = results[j]
+				} else {
+					r.Err = errors.New("store returned too few results")
+				}
+				j++
+				resp = n.depositAnswer(in, it.id, r)
+			}
+			if werr == nil {
+				werr = f.Buffer(resp)
+			}
+			n.releaseItem(in, budget, *it)
+		}
+		if werr == nil {
+			werr = f.Flush(n.cfg.WriteTimeout)
+		}
+		if werr != nil {
+			in.log.Debug("deposit stream write failed", "err", werr)
+			return false
+		}
+		now := time.Now()
+		for i := range batch {
+			n.m.depositLat.Observe(now.Sub(batch[i].start).Seconds())
+		}
+	}
+	return true
+}
+
+// depositAnswer turns a store result into the wire answer.
+func (n *Node) depositAnswer(in *inbound, id uint64, r store.AppendManyResult) *pb.DepositResponse {
+	if r.Err != nil {
+		st := statusOf(r.Err)
+		detail := r.Err.Error()
+		if st == pb.Status_STATUS_INTERNAL {
+			in.log.Error("append failed", "err", r.Err)
+			detail = "internal error"
+		}
+		n.m.reject("deposit", st)
+		return &pb.DepositResponse{Id: id, Status: st, Detail: detail}
+	}
+	resp := &pb.DepositResponse{Id: id, Status: pb.Status_STATUS_OK, Duplicate: r.Duplicate, Replicas: 1}
+	if r.Duplicate {
+		n.m.deposits.WithLabelValues("duplicate").Inc()
+	} else {
+		n.m.deposits.WithLabelValues("stored").Inc()
+	}
+	if r.Receipt.Seq != 0 {
+		b, err := r.Receipt.Marshal()
+		if err != nil {
+			in.log.Error("receipt does not encode", "err", err)
+			n.m.reject("deposit", pb.Status_STATUS_INTERNAL)
+			return &pb.DepositResponse{Id: id, Status: pb.Status_STATUS_INTERNAL, Detail: "internal error"}
+		}
+		resp.Receipt = b
+	}
+	return resp
+}
