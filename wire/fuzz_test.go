@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Fuzz targets, one per decoder. Each checks that the decoder never panics,
@@ -59,6 +61,13 @@ func FuzzReceipt(f *testing.F) {
 	r := fixtureReceipt(f, 0)
 	f.Add(mustMarshal(f, &r))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The package's peer ID check is libp2p's.
+		if len(b) >= 1 && len(b) <= MaxPeerIDLen {
+			_, libp2pErr := peer.IDFromBytes(b)
+			if err := checkPeerID(peer.ID(b)); (err == nil) != (libp2pErr == nil) {
+				t.Fatalf("peer ID %x: checkPeerID %v, peer.IDFromBytes %v", b, err, libp2pErr)
+			}
+		}
 		r, err := ParseReceipt(b)
 		if err != nil {
 			checkParseErr(t, err)

@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	mh "github.com/multiformats/go-multihash"
+	"github.com/multiformats/go-varint"
 )
 
 // appendPeerID appends len(u8) ‖ id. It refuses what readPeerID would
@@ -17,16 +17,36 @@ func appendPeerID(b []byte, id peer.ID) ([]byte, error) {
 	return append(b, id...), nil
 }
 
-// checkPeerID checks that id is a well-formed peer ID (a multihash) of
-// 1…MaxPeerIDLen bytes.
+// checkPeerID checks that id is a well-formed peer ID of 1…MaxPeerIDLen
+// bytes: exactly one multihash, as peer.IDFromBytes requires.
 func checkPeerID(id peer.ID) error {
 	if len(id) == 0 || len(id) > MaxPeerIDLen {
 		return fmt.Errorf("peer id length %d: %w", len(id), ErrMalformed)
 	}
-	if _, err := mh.Decode([]byte(id)); err != nil {
+	var buf [MaxPeerIDLen]byte // a copy on the stack: []byte(id) would allocate
+	if !isMultihash(buf[:copy(buf[:], id)]) {
 		return fmt.Errorf("peer id: %w", ErrMalformed)
 	}
 	return nil
+}
+
+// isMultihash reports whether b is exactly one multihash: a minimal uvarint
+// hash code, a minimal uvarint digest length and that many digest bytes.
+// These are the checks of go-multihash's Cast, which peer.IDFromBytes uses,
+// without its allocations.
+func isMultihash(b []byte) bool {
+	if len(b) < 2 {
+		return false
+	}
+	_, n, err := varint.FromUvarint(b)
+	if err != nil {
+		return false
+	}
+	l, m, err := varint.FromUvarint(b[n:])
+	if err != nil {
+		return false
+	}
+	return uint64(len(b)-n-m) == l
 }
 
 // readPeerID reads len(u8) ‖ id and checks it is a well-formed peer ID.
@@ -38,9 +58,8 @@ func readPeerID(b []byte) (peer.ID, []byte, error) {
 	if n == 0 || n > MaxPeerIDLen || len(b) < 1+n {
 		return "", nil, fmt.Errorf("peer id length %d: %w", n, ErrMalformed)
 	}
-	id, err := peer.IDFromBytes(b[1 : 1+n])
-	if err != nil {
+	if !isMultihash(b[1 : 1+n]) {
 		return "", nil, fmt.Errorf("peer id: %w", ErrMalformed)
 	}
-	return id, b[1+n:], nil
+	return peer.ID(b[1 : 1+n]), b[1+n:], nil
 }

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"sync"
@@ -54,6 +55,20 @@ func (r *Receipt) AppendMarshal(b []byte) ([]byte, error) {
 // Marshal returns the canonical encoding of r.
 func (r *Receipt) Marshal() ([]byte, error) {
 	return r.AppendMarshal(make([]byte, 0, 2+len(r.Origin)+MailboxLen+CIDLen+24))
+}
+
+// maxReceiptLen is the size of the longest receipt encoding.
+const maxReceiptLen = 2 + MaxPeerIDLen + MailboxLen + CIDLen + 24
+
+// leaf returns the receipt's Merkle leaf hash, SHA-256(0x00 ‖ receipt)
+// (RFC 9162 §2.1.1), without allocating.
+func (r *Receipt) leaf() ([32]byte, error) {
+	var buf [1 + maxReceiptLen]byte // buf[0] is the leaf prefix 0x00
+	enc, err := r.AppendMarshal(buf[:1])
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return sha256.Sum256(enc), nil
 }
 
 // parseReceipt parses a receipt at the start of b and returns the rest.
@@ -189,14 +204,11 @@ func SignReceipts(signer Signer, receipts []Receipt) ([]SignedReceipt, error) {
 		return nil, fmt.Errorf("sign receipts: batch of %d: %w", n, ErrMalformed)
 	}
 	leaves := make([][32]byte, n)
-	buf := make([]byte, 0, 256)
 	for i := range receipts {
 		var err error
-		buf, err = receipts[i].AppendMarshal(buf[:0])
-		if err != nil {
+		if leaves[i], err = receipts[i].leaf(); err != nil {
 			return nil, fmt.Errorf("sign receipts: %w", err)
 		}
-		leaves[i] = merkleLeaf(buf)
 	}
 	root := merkleRoot(leaves)
 	sig, err := signer.Sign(batchSigningInput(n, root))
@@ -240,11 +252,11 @@ func (s *SignedReceipt) root() ([32]byte, error) {
 	if s.BatchSize == 0 || s.BatchSize > MaxReceiptBatch {
 		return [32]byte{}, fmt.Errorf("signed receipt: batch size %d: %w", s.BatchSize, ErrMalformed)
 	}
-	enc, err := s.Receipt.Marshal()
+	leaf, err := s.Receipt.leaf()
 	if err != nil {
 		return [32]byte{}, err
 	}
-	root, ok := merkleRootFromPath(int(s.Index), int(s.BatchSize), merkleLeaf(enc), s.Path)
+	root, ok := merkleRootFromPath(int(s.Index), int(s.BatchSize), leaf, s.Path)
 	if !ok {
 		return root, fmt.Errorf("signed receipt: inclusion path: %w", ErrBadSignature)
 	}

@@ -626,6 +626,21 @@ func TestReceiptVerifierConcurrent(t *testing.T) {
 	wg.Wait()
 }
 
+func TestReceiptVerifierCachedAllocs(t *testing.T) {
+	srs := mustSign(t, relayA.priv, fixtureReceipts(t, 64))
+	v := NewReceiptVerifier(8)
+	if err := v.Verify(&srs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if err := v.Verify(&srs[37]); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("ReceiptVerifier.Verify of a cached batch allocates %v times, want 0", n)
+	}
+}
+
 // failingSigner is a Signer that fails or returns a signature of the wrong
 // size.
 type failingSigner struct{ sig []byte }
