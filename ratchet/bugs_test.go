@@ -138,6 +138,12 @@ func TestBug03HeaderBoundOnEveryPath(t *testing.T) {
 // whichever identity key is smaller, and messages already in flight on the
 // retired session still decrypt.
 func TestBug04SimultaneousInitiation(t *testing.T) {
+	orders := map[int]bool{}
+	defer func() {
+		if len(orders) != 2 {
+			t.Error("the seeds did not cover both identity orders")
+		}
+	}()
 	for seed := range byte(6) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rand := testRand(40 + seed)
@@ -162,6 +168,7 @@ func TestBug04SimultaneousInitiation(t *testing.T) {
 			if err != nil || string(pt) != "a1" {
 				t.Fatal(err)
 			}
+			orders[a.id.Public().Compare(b.id.Public())] = true
 			aActive, aRetired := Converge(aInit, aResp)
 			bActive, bRetired := Converge(bInit, bResp)
 			if aActive.HandshakeID() != bActive.HandshakeID() {
@@ -460,5 +467,72 @@ func TestBug11NoMessageBeforeReceivingChain(t *testing.T) {
 	decryptErr(t, alice, forge(alice, &alice.core.hks, h, make([]byte, nonceSize), make([]byte, 16)), ErrNotForSession)
 	if alice.core.flags&(fCKr|fHKr) != 0 {
 		t.Fatal("receiving chain exists")
+	}
+}
+
+// Bug 4 and 5 together: re-keying an existing contact (or recovering from
+// lost state) with Reset makes both sides converge on the new session,
+// whichever identity key is smaller; without Reset a second handshake from
+// the other party is treated as simultaneous initiation.
+func TestBug04ConvergeAfterReset(t *testing.T) {
+	for seed := range byte(4) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rand := testRand(60 + seed)
+			a, b := newParty(t, rand), newParty(t, rand)
+			aS1, err := Initiate(rand, a.id, b.keys.Bundle(), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bS1, _, err := b.keys.Respond(rand, encrypt(t, aS1, "hello"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			exchange(t, rand, bS1, aS1, "reply")
+			// Bob lost his session (or wants to re-key): he initiates again.
+			bS2, err := Initiate(rand, b.id, a.keys.Bundle(), nil, nil, Reset())
+			if err != nil {
+				t.Fatal(err)
+			}
+			aS2, pt, err := a.keys.Respond(rand, encrypt(t, bS2, "reset"))
+			if err != nil || string(pt) != "reset" || !aS2.IsReset() {
+				t.Fatal(err)
+			}
+			aActive, _ := Converge(aS1, aS2)
+			bActive, _ := Converge(bS1, bS2)
+			if aActive != aS2 || bActive != bS2 {
+				t.Fatal("reset session not chosen on both sides")
+			}
+			// The flag survives serialisation.
+			if !cloneSession(t, aS2).IsReset() {
+				t.Fatal("reset flag lost")
+			}
+			exchange(t, rand, aActive, bActive, "on the new session")
+			exchange(t, rand, bActive, aActive, "both ways")
+
+			// Without Reset, different initiators: the smaller key wins.
+			bS3, err := Initiate(rand, b.id, a.keys.Bundle(), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			aS3, _, err := a.keys.Respond(rand, encrypt(t, bS3, "again"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// aS2 and bS3 were both initiated by Bob: the newer wins.
+			if x, _ := Converge(aS2, aS3); x != aS3 {
+				t.Fatal("same initiator: newer should win")
+			}
+			aS4, err := Initiate(rand, a.id, b.keys.Bundle(), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := aS3
+			if a.id.Public().Compare(b.id.Public()) < 0 {
+				want = aS4
+			}
+			if x, _ := Converge(aS3, aS4); x != want {
+				t.Fatal("different initiators: smaller identity should win")
+			}
+		})
 	}
 }

@@ -29,7 +29,7 @@ func newFixture(t testing.TB) *fixture {
 	dh, kem := b.otps(t, rand)
 	fx := &fixture{bundle: b.keys.Bundle().Marshal(), otps: [][]byte{dh.Marshal(), kem.Marshal()}}
 	fx.keys = mustMarshal(t, b.keys)
-	alice, err := initiate(rand, a.id, b.keys.Bundle(), dh, kem, detEncapsulate)
+	alice, err := initiate(rand, a.id, b.keys.Bundle(), dh, kem, detEncapsulate, initiateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,21 @@ const (
 
 	sealedFlagOneTimeDH  = 1 << 0 // a one-time X25519 prekey was used
 	sealedFlagOneTimeKEM = 1 << 1 // the KEM prekey is a one-time prekey
+	sealedFlagReset      = 1 << 2 // the session replaces all earlier ones
+	sealedFlagsKnown     = sealedFlagOneTimeDH | sealedFlagOneTimeKEM | sealedFlagReset
 )
+
+// An InitiateOption changes what Initiate does.
+type InitiateOption func(*initiateOptions)
+
+type initiateOptions struct{ reset bool }
+
+// Reset marks the new session as replacing every earlier session between
+// the two parties (SPEC.md §15.10): use it to re-key an existing contact,
+// after losing session state, or after ErrTooManySkipped or
+// ErrCounterExhausted; not for a first contact, so that simultaneous first
+// contacts converge. Both sides' Converge then prefer the new session.
+func Reset() InitiateOption { return func(o *initiateOptions) { o.reset = true } }
 
 // HandshakeID returns the handshake ID of a handshake message (a hash of its
 // ephemeral key and sealed part, identical in every handshake message of one
@@ -126,7 +140,7 @@ func parseSealed(b []byte) (*sealedHandshake, error) {
 		return nil, ErrMalformed
 	}
 	h := &sealedHandshake{flags: b[0], otpID: getU32(b[1:5]), kemID: getU32(b[5:9])}
-	if h.flags&^(sealedFlagOneTimeDH|sealedFlagOneTimeKEM) != 0 ||
+	if h.flags&^sealedFlagsKnown != 0 ||
 		(h.flags&sealedFlagOneTimeDH == 0 && h.otpID != 0) {
 		return nil, ErrMalformed
 	}
@@ -192,15 +206,19 @@ func stdEncapsulate(ek *mlkem.EncapsulationKey768, _ io.Reader) ([]byte, []byte,
 // The returned session is SendingHandshake: each message it encrypts
 // carries the sealed handshake until one from the responder decrypts.
 // All signature failures return ErrAuth.
-func Initiate(rand io.Reader, self *Identity, bundle *PublicBundle, oneTimeDH, oneTimeKEM *OneTimePrekey) (*Session, error) {
-	s, err := initiate(rand, self, bundle, oneTimeDH, oneTimeKEM, stdEncapsulate)
+func Initiate(rand io.Reader, self *Identity, bundle *PublicBundle, oneTimeDH, oneTimeKEM *OneTimePrekey, opts ...InitiateOption) (*Session, error) {
+	var o initiateOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	s, err := initiate(rand, self, bundle, oneTimeDH, oneTimeKEM, stdEncapsulate, o)
 	if err != nil {
 		return nil, fmt.Errorf("initiate: %w", err)
 	}
 	return s, nil
 }
 
-func initiate(rand io.Reader, self *Identity, bundle *PublicBundle, oneTimeDH, oneTimeKEM *OneTimePrekey, encaps encapsulator) (*Session, error) {
+func initiate(rand io.Reader, self *Identity, bundle *PublicBundle, oneTimeDH, oneTimeKEM *OneTimePrekey, encaps encapsulator, o initiateOptions) (*Session, error) {
 	if err := bundle.Verify(); err != nil {
 		return nil, err
 	}
@@ -228,6 +246,9 @@ func initiate(rand io.Reader, self *Identity, bundle *PublicBundle, oneTimeDH, o
 	if oneTimeDH != nil {
 		sh.otpID = oneTimeDH.ID
 		sh.flags |= sealedFlagOneTimeDH
+	}
+	if o.reset {
+		sh.flags |= sealedFlagReset
 	}
 	ekKEM, err := mlkem.NewEncapsulationKey768(kemPub)
 	if err != nil {
@@ -285,6 +306,7 @@ func initiate(rand io.Reader, self *Identity, bundle *PublicBundle, oneTimeDH, o
 
 	s := &Session{
 		initiator: true,
+		reset:     o.reset,
 		local:     self.pub,
 		peer:      bundle.Identity,
 		id:        handshakeID(pending),
@@ -383,7 +405,8 @@ func (k *PrivateKeys) respond(rand io.Reader, msg []byte) (*Session, []byte, err
 	}
 	id := handshakeID(msg[1:handshakePrefixSize])
 	replayID := [replayIDSize]byte(id[:replayIDSize])
-	if sh.flags == 0 {
+	noOneTime := sh.flags&(sealedFlagOneTimeDH|sealedFlagOneTimeKEM) == 0
+	if noOneTime {
 		if _, seen := g.seen[replayID]; seen {
 			return nil, nil, ErrDuplicate
 		}
@@ -417,6 +440,7 @@ func (k *PrivateKeys) respond(rand io.Reader, msg []byte) (*Session, []byte, err
 	spk := g.spk.PublicKey().Bytes()
 	s := &Session{
 		Config: k.Config,
+		reset:  sh.flags&sealedFlagReset != 0,
 		local:  k.id.pub,
 		peer:   sh.identity,
 		id:     id,
@@ -443,20 +467,29 @@ func (k *PrivateKeys) respond(rand io.Reader, msg []byte) (*Session, []byte, err
 	if sh.flags&sealedFlagOneTimeKEM != 0 {
 		k.ConsumeOneTimePrekey(KindMLKEM768, sh.kemID)
 	}
-	if sh.flags == 0 {
+	if noOneTime {
 		g.remember(replayID, k.Config.maxReplayRecords())
 	}
 	return s, pt, nil
 }
 
-// Converge applies the simultaneous-initiation rule to two sessions with
-// the same peer (SPEC.md §Simultaneous initiation). If they were started by
-// different parties, the one whose initiator has the lexicographically
-// smaller identity key (IdentityKey.Compare) is active on both sides; if by
-// the same party, the newer one is. Encrypt only with the active session;
-// keep the retired one to decrypt messages already in flight, and drop it
-// once the active session has decrypted a message from the peer.
+// Converge chooses between two sessions with the same peer, older being
+// the one this party made (initiated or answered) first (SPEC.md §15.10):
+//
+//  1. if newer was initiated with Reset, newer is active;
+//  2. else if both were initiated by the same party, newer is active;
+//  3. else (simultaneous initiation) the one whose initiator has the
+//     lexicographically smaller identity key (IdentityKey.Compare) is.
+//
+// Both parties reach the same answer from public values. Encrypt only with
+// the active session; keep the retired one to decrypt messages already in
+// flight, and drop it once the active session has decrypted a message from
+// the peer. For more than two sessions, fold Converge over them in the
+// order they were made.
 func Converge(older, newer *Session) (active, retired *Session) {
+	if newer.reset {
+		return newer, older
+	}
 	a, b := older.InitiatorIdentity(), newer.InitiatorIdentity()
 	if a != b && a.Compare(b) < 0 {
 		return older, newer

@@ -153,7 +153,7 @@ func (w *katWorld) run(t *testing.T, st *katStep, rand io.Reader) map[string]str
 		if v, err := strconv.Atoi(st.In["one_time_mlkem768"]); err == nil {
 			kem = w.otps[uint32(v)]
 		}
-		s, err := initiate(rand, w.ids[st.Party], w.keys[st.In["peer"]].Bundle(), dh, kem, detEncapsulate)
+		s, err := initiate(rand, w.ids[st.Party], w.keys[st.In["peer"]].Bundle(), dh, kem, detEncapsulate, initiateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -344,7 +344,6 @@ func (r *reader) take(n int) []byte {
 }
 
 func (r *reader) u8() byte    { return r.take(1)[0] }
-func (r *reader) u16() uint16 { v := r.take(2); return uint16(v[0])<<8 | uint16(v[1]) }
 func (r *reader) u32() uint32 { return getU32(r.take(4)) }
 
 // count reads a uint32 element count and checks that n elements of size

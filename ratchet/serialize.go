@@ -9,6 +9,7 @@ const (
 	sflagInitiator byte = 1 << 0
 	sflagPending   byte = 1 << 1
 	sflagCoreShift      = 2 // core flags occupy bits 2..6
+	sflagReset     byte = 1 << 7
 	sessionFixed        = 1 + 1 + adSize + keySize + 64 + 64 + 10*keySize + 12
 	pendingSize         = keySize + sealedSize
 )
@@ -26,6 +27,9 @@ func (s *Session) MarshalBinary() ([]byte, error) {
 	}
 	if s.pending != nil {
 		flags |= sflagPending
+	}
+	if s.reset {
+		flags |= sflagReset
 	}
 	b = append(b, flags)
 	b = append(b, s.ad[:]...)
@@ -107,11 +111,12 @@ func unmarshalSession(data []byte) (*Session, error) {
 		copy(k[:], r.take(keySize))
 	}
 	c.ns, c.nr, c.pn = r.u32(), r.u32(), r.u32()
-	if r.bad || flags>>(sflagCoreShift+5) != 0 {
+	if r.bad {
 		return nil, ErrMalformed
 	}
 	s.initiator = flags&sflagInitiator != 0
-	c.flags = flags >> sflagCoreShift
+	s.reset = flags&sflagReset != 0
+	c.flags = flags >> sflagCoreShift & fAll
 	// Every stored session can send; CKr and HKr come and go together.
 	if c.flags&(fCKs|fHKs|fDHr) != fCKs|fHKs|fDHr || (c.flags&fCKr == 0) != (c.flags&fHKr == 0) {
 		return nil, ErrMalformed

@@ -65,6 +65,7 @@ type Session struct {
 	ad        [adSize]byte
 	id        [keySize]byte // handshake ID
 	initiator bool
+	reset     bool // the handshake carried the reset flag (Converge)
 	local     IdentityKey
 	peer      IdentityKey
 	// pending is the handshake prefix (ephemeral key ‖ sealed handshake)
@@ -98,6 +99,10 @@ func (s *Session) InitiatorIdentity() IdentityKey {
 	}
 	return s.peer
 }
+
+// IsReset reports whether the session's handshake was made with Reset: it
+// replaces every earlier session between the two parties.
+func (s *Session) IsReset() bool { return s.reset }
 
 // HandshakeID returns the ID of the handshake that made the session, as
 // HandshakeID(msg) returns it for each of the handshake messages.
