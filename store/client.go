@@ -576,7 +576,11 @@ func decodeOutbox(k, v []byte) (OutboxEntry, error) {
 		d.b = d.b[wire.CIDLen:]
 	}
 	o.Status = OutboxStatus(d.u8())
-	o.Retries = uint32(d.u64())
+	retries := d.u64()
+	if retries > 1<<32-1 {
+		d.fail("retries")
+	}
+	o.Retries = uint32(retries)
 	o.NextAttempt = time.Unix(0, d.i64())
 	o.Priority = d.u8()
 	n := d.u64()
