@@ -88,11 +88,11 @@ func (e *Envelope) Unmarshal(b []byte) error {
 // EnvelopeMailbox returns the mailbox of an encoded envelope without parsing
 // the rest; it fails only on a short or malformed header.
 func EnvelopeMailbox(b []byte) (Mailbox, error) {
+	if len(b) >= 1 && b[0] != EnvelopeVersion {
+		return Mailbox{}, fmt.Errorf("envelope: version %d: %w", b[0], ErrUnsupportedVersion)
+	}
 	if len(b) < EnvelopeOverhead {
 		return Mailbox{}, fmt.Errorf("envelope: %d bytes: %w", len(b), ErrMalformed)
-	}
-	if b[0] != EnvelopeVersion {
-		return Mailbox{}, fmt.Errorf("envelope: version %d: %w", b[0], ErrUnsupportedVersion)
 	}
 	return ParseMailbox(b[1:35])
 }

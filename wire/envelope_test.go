@@ -217,6 +217,8 @@ func TestEnvelopeMailboxRejects(t *testing.T) {
 	}{
 		{"short", valid[:54], ErrMalformed},
 		{"version", append([]byte{9}, valid[1:]...), ErrUnsupportedVersion},
+		{"version of a short envelope", []byte{9, 0x12}, ErrUnsupportedVersion},
+		{"empty", nil, ErrMalformed},
 		{"prefix", func() []byte { b := bytes.Clone(valid); b[1] = 0x13; return b }(), ErrMalformed},
 	} {
 		_, err := EnvelopeMailbox(tt.b)
