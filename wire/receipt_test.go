@@ -511,12 +511,17 @@ func TestReceiptVerifyFor(t *testing.T) {
 	wrongMailbox := rs[0]
 	wrongMailbox.Mailbox = otherMailbox
 	wrongMailbox.Seq = 3
-	// A receipt for bytes that are not an envelope.
+	// Receipts for bytes that are not an envelope: of another version, and
+	// of version 1 but too short.
 	garbage := []byte("not an envelope")
 	notEnvelope := rs[0]
 	notEnvelope.CID = CIDOf(garbage)
 	notEnvelope.Seq = 4
-	srs := mustSign(t, relayA.priv, []Receipt{rs[0], rs[1], wrongMailbox, notEnvelope})
+	short := []byte("\x01 short")
+	shortEnvelope := rs[0]
+	shortEnvelope.CID = CIDOf(short)
+	shortEnvelope.Seq = 5
+	srs := mustSign(t, relayA.priv, []Receipt{rs[0], rs[1], wrongMailbox, notEnvelope, shortEnvelope})
 	v := NewReceiptVerifier(8)
 	for _, tt := range []struct {
 		name  string
@@ -529,7 +534,8 @@ func TestReceiptVerifyFor(t *testing.T) {
 		{"another envelope", 0, envs[1], ErrBadSignature},
 		{"another envelope 2", 1, envs[0], ErrBadSignature},
 		{"another mailbox", 2, envs[0], ErrBadSignature},
-		{"not an envelope", 3, garbage, ErrMalformed},
+		{"not an envelope", 3, garbage, ErrUnsupportedVersion},
+		{"short envelope", 4, short, ErrMalformed},
 		{"empty envelope", 0, nil, ErrBadSignature},
 	} {
 		wantErr(t, srs[tt.stamp].VerifyFor(tt.env), tt.want, "%s: VerifyFor", tt.name)
