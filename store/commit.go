@@ -73,9 +73,20 @@ const (
 )
 
 // run is the commit goroutine.
+//
+// Group commit: a batch is the first queued op plus everything queued
+// meanwhile, up to the limits. Writers whose results were just delivered
+// need a moment to submit again, so without help batches alternate between
+// two halves of the writers. The loop therefore lingers: if fewer ops are
+// queued than the last two batches held together (an estimate of the
+// writers in play), it waits for more, at most an eighth of the last
+// commit's duration. A lone writer (batches of one) never waits.
 func (l *Log) run() {
 	defer close(l.commitDone)
 	var carry *op
+	prev, prev2 := 0, 0
+	var lastCommit time.Duration
+	var timer *time.Timer
 	for {
 		first := carry
 		carry = nil
@@ -91,28 +102,56 @@ func (l *Log) run() {
 			heavy++
 		}
 		stop := false
+		target := min(prev+prev2, l.batch)
+		var deadline <-chan time.Time
 	drain:
 		for len(batch) < l.batch {
+			var o *op
 			select {
-			case o := <-l.reqs:
-				if o.kind == opStop {
-					stop = true
-					break drain
-				}
-				if bytes+o.size() > l.maxBytes || (o.heavy() && heavy >= maxBatchHeavy) {
-					carry = o
-					break drain
-				}
-				bytes += o.size()
-				if o.heavy() {
-					heavy++
-				}
-				batch = append(batch, o)
+			case o = <-l.reqs:
 			default:
+				if len(batch) >= target || target <= 2 || lastCommit <= 0 {
+					break drain
+				}
+				if deadline == nil {
+					d := min(lastCommit/8, 2*time.Millisecond)
+					if timer == nil {
+						timer = time.NewTimer(d)
+					} else {
+						timer.Reset(d)
+					}
+					deadline = timer.C
+				}
+				select {
+				case o = <-l.reqs:
+				case <-deadline:
+					break drain
+				}
+			}
+			if o.kind == opStop {
+				stop = true
 				break drain
 			}
+			if bytes+o.size() > l.maxBytes || (o.heavy() && heavy >= maxBatchHeavy) {
+				carry = o
+				break drain
+			}
+			bytes += o.size()
+			if o.heavy() {
+				heavy++
+			}
+			batch = append(batch, o)
 		}
+		if deadline != nil && !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		start := time.Now()
 		l.commit(batch)
+		lastCommit = time.Since(start)
+		prev2, prev = prev, len(batch)
 		if stop {
 			return
 		}
@@ -170,8 +209,8 @@ func (l *Log) commit(batch []*op) {
 func (l *Log) commitLocked(batch []*op) ([]StoredEntry, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.failed != nil {
-		return nil, fmt.Errorf("store: log failed earlier: %w", l.failed)
+	if failed := l.failed.Load(); failed != nil {
+		return nil, fmt.Errorf("store: log failed earlier: %w", *failed)
 	}
 	now := l.now()
 	b := &batchCtx{
@@ -190,7 +229,7 @@ func (l *Log) commitLocked(batch []*op) ([]StoredEntry, error) {
 	if err != nil {
 		// In-memory state may be ahead of the disk now; refuse everything
 		// until the log is reopened (which reloads it from disk).
-		l.failed = err
+		l.failed.Store(&err)
 		l.log.Error("store: commit failed; the log refuses further operations", "err", err)
 		return nil, fmt.Errorf("store: commit: %w: %w", wire.ErrInternal, err)
 	}
