@@ -129,3 +129,42 @@ func TestFingerprintAddAllocs(t *testing.T) {
 		t.Errorf("FingerprintAcc.Add allocates %v times", n)
 	}
 }
+
+func TestFingerprintSub(t *testing.T) {
+	// A range's accumulator is the difference of two prefix accumulators.
+	rng := rand.New(rand.NewPCG(7, 8))
+	ds := fixtureDigests(80)
+	for i := range ds {
+		if rng.IntN(3) == 0 {
+			ds[i] = [32]byte(bytes.Repeat([]byte{0xff}, 32)) // force carries and borrows
+		}
+	}
+	prefix := make([]FingerprintAcc, len(ds)+1)
+	for i, d := range ds {
+		prefix[i+1] = prefix[i]
+		prefix[i+1].Add(d)
+	}
+	for i := 0; i <= len(ds); i++ {
+		for j := i; j <= len(ds); j++ {
+			r := prefix[j]
+			r.Sub(&prefix[i])
+			if r != *accOf(ds[i:j]) {
+				t.Fatalf("prefix %d minus prefix %d differs from the range's accumulator", j, i)
+			}
+		}
+	}
+	// Sub undoes Merge, across a wraparound of the sum.
+	a := accOf([][32]byte{{0x05}})
+	b := accOf([][32]byte{[32]byte(bytes.Repeat([]byte{0xff}, 32)), {0x07}})
+	c := *a
+	c.Merge(b)
+	c.Sub(b)
+	if c != *a {
+		t.Fatalf("Sub does not undo Merge: %+v, want %+v", c, *a)
+	}
+	var empty FingerprintAcc
+	a.Sub(a)
+	if *a != empty || a.Fingerprint() != empty.Fingerprint() {
+		t.Fatal("a range minus itself is not empty")
+	}
+}
