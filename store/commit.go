@@ -827,6 +827,8 @@ func (b *batchCtx) doImport(o *op) error {
 	if lo, ok := mb.lowLive[oid]; ok && s.Seq < lo {
 		mb.lowLive[oid] = s.Seq
 	}
+	// A deposit of the same CID later in this batch answers with this stamp.
+	o.appendRes = AppendResult{Receipt: *s, Fate: FateStored}
 	b.inBatch[digest] = &pendingAppend{op: o}
 	b.stored = append(b.stored, StoredEntry{Envelope: env, Stamp: *s})
 	l.st.imports.Add(1)

@@ -1,5 +1,58 @@
 // Package store keeps cairn's durable state on badger/v4: the relay's mailbox
-// log (entries, origin sequence numbers, tombstones, quotas, reconciliation
-// fingerprints) and the client's state (identity, sessions, contacts, outbox,
-// received messages, cursors).
+// log (entries, origin sequence numbers, tombstones, fates, quotas,
+// watermarks and reconciliation fingerprints) and the client's state
+// (identity, prekeys, sessions, contacts, outbox, received messages, cursors
+// and seen CIDs).
+//
+// # Relay side: Log
+//
+// OpenLog opens a Log. Every write (Append, AppendMany, Import, ImportMany,
+// Ack, ImportTombstones, AdoptKnownThrough, Sweep) is queued to one commit
+// goroutine, which gathers whatever is queued into one badger transaction,
+// assigns sequence numbers, signs the receipts of the batch's appends with
+// one Ed25519 signature over a Merkle root (SPEC.md §6.2), and commits with
+// one fsync. A caller returns only after that fsync, so a receipt always
+// means durably stored (SPEC.md §13). Reads (Read, Get, GetBySeq, Fate,
+// Tombstone, the Range* reconciliation queries) run concurrently on badger
+// snapshots.
+//
+// Key layout, record formats and the clock policy are described in keys.go,
+// records.go and on Log. In short: entries are keyed by (mailbox id, origin
+// id, seq), so a sync page is one seek per origin and a forward scan; each
+// CID has a fate record keyed by (mailbox id, digest), which is the dedup
+// index and, in digest order, the source of the reconciliation indexes; an
+// expiry index keyed by time drives the sweep. Stored receipts are not
+// kept per entry: a batch record holds the signature and the Merkle leaves,
+// and inclusion paths are rebuilt on read.
+//
+// # Client side: Client
+//
+// OpenClient opens a Client, encrypted at rest with badger's AES encryption
+// under a key the embedding app supplies. Each method is one badger
+// transaction; StoreReceived (message + session + seen mark + cursor) and
+// Enqueue (outbox entry + session) are the multi-key updates that must be
+// atomic.
+//
+// # Errors
+//
+// Lookups return ErrNotFound; records that fail their checksum, version or
+// layout checks return a *CorruptError (errors.Is(err, ErrCorrupt)) for that
+// record only; closed stores return ErrClosed. Quota and validation
+// failures wrap the sentinels of package wire (wire.ErrMailboxQuota,
+// wire.ErrStorageFull, wire.ErrExpiryInvalid, wire.ErrMalformed,
+// wire.ErrBadSignature), so a relay maps them with wire.StatusOf.
+//
+// # Testing
+//
+// Package storetest is the conformance suite; store's tests run it against
+// badger on disk and in memory. The crash test re-executes the test binary
+// as a child and SIGKILLs it at random points.
+//
+// # Backwards compatibility
+//
+// Every stored value starts with a version byte, a kind byte and a CRC-32C;
+// the log also stores a schema version under the key 0x00 'v' and refuses to
+// open a database of another schema. A future format adds a new version
+// and migrates on open; this version rejects what it does not know (as
+// corrupt, per record) rather than guessing.
 package store

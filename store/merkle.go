@@ -72,8 +72,3 @@ func (t *batchTree) path(m int) [][32]byte {
 	walk(0, len(t.rec.leaves))
 	return out
 }
-
-// merkleLeaves returns the leaf hashes of encoded receipts.
-func merkleRootOf(leaves [][32]byte) [32]byte {
-	return newBatchTree(batchRec{leaves: leaves}).root(0, len(leaves))
-}

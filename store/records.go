@@ -106,8 +106,6 @@ type entryRec struct {
 	size   uint32
 }
 
-func (r *entryRec) live() bool { return r.kind == kindLocalEntry || r.kind == kindImportedEntry }
-
 func (r *entryRec) encode() []byte {
 	var b []byte
 	switch r.kind {
