@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -71,6 +72,8 @@ type Client struct {
 	kickSend chan struct{}
 	kickSync chan struct{}
 	syncMu   sync.Mutex // one sync round at a time
+	// bw, if set before Start (tests), counts the host's stream bytes.
+	bw metrics.Reporter
 	prekeyMu sync.Mutex // one prekey replenishment at a time
 }
 
@@ -576,7 +579,7 @@ func (c *Client) Start(ctx context.Context) error {
 	if c.started {
 		return nil
 	}
-	n, err := newNet(&c.cfg, c.log, c.bootstrap)
+	n, err := newNet(&c.cfg, c.log, c.bootstrap, c.bw)
 	if err != nil {
 		return err
 	}

@@ -41,13 +41,13 @@ func TestClientRecipientKilledMidSync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n = 600
+	const n = 300
 	want := msgs("a", 1, n)
 	ids := sendAll(t, alice, ct.ID, want)
 	waitFor(t, "all stored", func() bool { return status(t, alice, ids[n-1]) >= client.StatusStored && status(t, alice, ids[0]) >= client.StatusStored })
 
 	midSync := 0
-	for _, killAt := range []int{40, 250} {
+	for _, killAt := range []int{30, 150} {
 		ch := startChild(t, "recv", append(env, "CAIRN_N="+strconv.Itoa(n))...)
 		for {
 			h, _ := strconv.Atoi(ch.expect("HAVE "))
@@ -92,13 +92,13 @@ func TestClientRecipientKilledMidSync(t *testing.T) {
 func TestClientSenderKilledWithFullOutbox(t *testing.T) {
 	// A low deposit rate spreads the deposits out, so that the kill lands
 	// in the middle of them.
-	r := startRelay(t, func(c *relay.Config) { c.PeerDepositRate = 200; c.PeerDepositBurst = 20 })
+	r := startRelay(t, func(c *relay.Config) { c.PeerDepositRate = 100; c.PeerDepositBurst = 10 })
 	bob := newClient(t, testConfig(t.TempDir(), addrs(r)))
 	invite, err := bob.Invite()
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n = 400
+	const n = 200
 	dir := t.TempDir()
 	env := []string{"CAIRN_DIR=" + dir, "CAIRN_RELAYS=" + r.addr, "CAIRN_INVITE=" + invite, "CAIRN_N=" + strconv.Itoa(n), "CAIRN_PREFIX=s"}
 

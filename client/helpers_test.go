@@ -36,6 +36,8 @@ func leakOptions() []goleak.Option {
 		goleak.IgnoreTopFunction("github.com/dgraph-io/ristretto/v2/z.(*AllocatorPool).freeupAllocators"),
 		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"),
 		goleak.IgnoreAnyFunction("github.com/quic-go/quic-go.(*Transport).listen"),
+		// The bandwidth counter of BenchmarkClientWireBytes runs a global sweeper.
+		goleak.IgnoreAnyFunction("github.com/libp2p/go-flow-metrics.(*sweeper).run"),
 	}
 }
 

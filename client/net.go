@@ -17,6 +17,7 @@ import (
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
@@ -63,12 +64,12 @@ type relayHealth struct {
 // newNet starts the host and the DHT. The libp2p key is fresh for every
 // run, so relays cannot link this client's deposits across runs
 // (SPEC.md §18).
-func newNet(cfg *Config, log *slog.Logger, bootstrap []ma.Multiaddr) (*netState, error) {
+func newNet(cfg *Config, log *slog.Logger, bootstrap []ma.Multiaddr, bw metrics.Reporter) (*netState, error) {
 	priv, _, err := crypto.GenerateEd25519Key(cfg.Rand)
 	if err != nil {
 		return nil, fmt.Errorf("client: libp2p key: %w", err)
 	}
-	h, err := libp2p.New(
+	opts := []libp2p.Option{
 		libp2p.Identity(priv),
 		libp2p.NoListenAddrs,
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -77,7 +78,11 @@ func newNet(cfg *Config, log *slog.Logger, bootstrap []ma.Multiaddr) (*netState,
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
-	)
+	}
+	if bw != nil {
+		opts = append(opts, libp2p.BandwidthReporter(bw))
+	}
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("client: libp2p host: %w", err)
 	}

@@ -206,6 +206,17 @@ func (c *Client) syncRelay(ctx context.Context, relay peer.ID) error {
 		return err
 	}
 	defer st.Close()
+	// Acks go out from another goroutine, so the next page is stored
+	// while the relay deletes the previous one.
+	acks := make(chan []wire.CID, 4)
+	acked := make(chan struct{})
+	go func() {
+		defer close(acked)
+		for cids := range acks {
+			c.ack(ctx, relay, cids)
+		}
+	}()
+	defer func() { close(acks); <-acked }()
 	for {
 		page, err := st.Next()
 		if errors.Is(err, io.EOF) {
@@ -214,11 +225,13 @@ func (c *Client) syncRelay(ctx context.Context, relay peer.ID) error {
 		if err != nil {
 			return err
 		}
-		acks, err := c.ingest(page.Entries, page.Watermarks)
+		cids, err := c.ingest(page.Entries, page.Watermarks)
 		if err != nil {
 			return err
 		}
-		c.ack(ctx, relay, acks)
+		if len(cids) > 0 {
+			acks <- cids
+		}
 		if page.Done {
 			return nil
 		}
@@ -249,8 +262,10 @@ type batch struct {
 // A rejected entry (forged, corrupted, replayed) changes no session and is
 // never shown; its CID is acked so that relays drop it.
 func (c *Client) ingest(entries []rpc.Entry, watermarks []wire.Position) ([]wire.CID, error) {
+	t0 := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer func() { c.log.Debug("ingest", "n", len(entries), "took", time.Since(t0)) }()
 	if c.closed {
 		return nil, ErrClosed
 	}
@@ -327,7 +342,10 @@ func (c *Client) ingest(entries []rpc.Entry, watermarks []wire.Position) ([]wire
 		delete(c.outbox, k)
 	}
 	c.emit(b.evs...)
-	if c.hasAcksLocked() && c.deliveryAt.IsZero() {
+	if n := c.pendingAcksLocked(); n >= wire.MaxPayloadAcks {
+		c.deliveryAt = b.now
+		c.kick(c.kickSend)
+	} else if n > 0 && c.deliveryAt.IsZero() {
 		c.deliveryAt = b.now.Add(deliveryDelay)
 		c.kick(c.kickSend)
 	}
@@ -338,13 +356,12 @@ func (c *Client) ingest(entries []rpc.Entry, watermarks []wire.Position) ([]wire
 	return acks, nil
 }
 
-func (c *Client) hasAcksLocked() bool {
+func (c *Client) pendingAcksLocked() int {
+	n := 0
 	for _, r := range c.recv {
-		if len(r.acks) > 0 {
-			return true
-		}
+		n += len(r.acks)
 	}
-	return false
+	return n
 }
 
 // flushBatchLocked writes what a batch touched.

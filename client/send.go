@@ -17,8 +17,9 @@ import (
 
 const (
 	// deliveryDelay gathers delivery receipts: TEXT messages stored within
-	// it are confirmed by one DELIVERY payload.
-	deliveryDelay = 50 * time.Millisecond
+	// it are confirmed by one DELIVERY payload (sooner when a payload's
+	// worth, wire.MaxPayloadAcks, is pending).
+	deliveryDelay = 200 * time.Millisecond
 	// defaultMaxEnvelope is the relays' default envelope limit (SPEC.md
 	// §12), used until a relay's info says otherwise.
 	defaultMaxEnvelope = 65536
