@@ -108,7 +108,7 @@ func TestBug03HeaderBoundOnEveryPath(t *testing.T) {
 	reheader := func(m []byte, hk [keySize]byte) []byte {
 		t.Helper()
 		nonce, eh, body := splitMessage(m)
-		h, ok := openHeader(&hk, nonce, eh, append([]byte{0, adSize}, bob.ad[:]...))
+		h, ok := openHeader(&hk, make([]byte, headerSize), nonce, eh, append([]byte{0, adSize}, bob.ad[:]...))
 		if !ok {
 			t.Fatal("header does not open")
 		}

@@ -39,6 +39,30 @@ func pairedMedians(b *testing.B, nameA, nameB string, a, b2 func(), between func
 	b.ReportMetric(float64(ma)/float64(mb), nameA+"/"+nameB)
 }
 
+// BenchmarkRatioNotForSession reports the median cost of learning that a
+// message belongs to another session (steady state: the current and next
+// header keys are tried) next to the bound of two short header opens.
+func BenchmarkRatioNotForSession(b *testing.B) {
+	_, bob := benchPair(b)
+	other, _ := benchPair(b)
+	m, err := other.Encrypt(crand.Reader, make([]byte, 256))
+	if err != nil {
+		b.Fatal(err)
+	}
+	nonce, eh, _ := splitMessage(m)
+	var hk [32]byte
+	ad := make([]byte, headerADSize)
+	hbuf := make([]byte, 0, headerSize)
+	pairedMedians(b, "trial", "bound", func() {
+		if _, err := bob.Decrypt(nil, m); err != ErrNotForSession {
+			b.Fatal(err)
+		}
+	}, func() {
+		open(&hk, hbuf, nonce, eh, ad)
+		open(&hk, hbuf, nonce, eh, ad)
+	}, nil)
+}
+
 // BenchmarkRatioToBound reports the median time of one steady-state
 // Encrypt (Decrypt) next to the median of its primitive bound (the chain
 // step and the two AEAD seals, or opens), measured alternately.

@@ -73,8 +73,9 @@ type Session struct {
 	// one from the responder; nil otherwise.
 	pending []byte
 
-	dhs   *ecdh.PrivateKey // cache of core.dhsPriv, built on first use
-	adBuf [bodyADSize]byte // scratch for associated data
+	dhs    *ecdh.PrivateKey // cache of core.dhsPriv, built on first use
+	adBuf  [bodyADSize]byte // scratch for associated data
+	hdrBuf [headerSize]byte // scratch for a decrypted header
 }
 
 // IsInitiator reports whether this party started the session.
@@ -180,10 +181,12 @@ type header struct {
 	pn, n uint32
 }
 
-func openHeader(hk *[keySize]byte, nonce, encHeader, ad []byte) (header, bool) {
-	var buf [headerSize]byte
+// openHeader opens a sealed header with hk. buf is scratch space for the
+// plaintext (at least headerSize bytes, so that nothing is allocated).
+func openHeader(hk *[keySize]byte, buf, nonce, encHeader, ad []byte) (header, bool) {
 	var h header
-	if _, ok := open(hk, buf[:0], nonce, encHeader, ad); !ok {
+	buf, ok := open(hk, buf[:0], nonce, encHeader, ad)
+	if !ok || len(buf) != headerSize {
 		return h, false
 	}
 	copy(h.dh[:], buf[:keySize])
@@ -208,6 +211,10 @@ func (s *Session) Decrypt(rand io.Reader, msg []byte) ([]byte, error) {
 		return nil, fmt.Errorf("decrypt: %w", err)
 	}
 	pt, err := s.decrypt(rand, part)
+	if err == ErrNotForSession {
+		// The hot path of trial decryption across sessions: no wrapping.
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("decrypt: %w", err)
 	}
@@ -269,11 +276,11 @@ func (s *Session) decrypt(rand io.Reader, part []byte) ([]byte, error) {
 	had := ad[:headerADSize]
 
 	if s.core.flags&fHKr != 0 {
-		if h, ok := openHeader(&s.core.hkr, nonce, eh, had); ok {
+		if h, ok := openHeader(&s.core.hkr, s.hdrBuf[:], nonce, eh, had); ok {
 			return s.decryptCurrent(h, nonce, body, ad)
 		}
 	}
-	if h, ok := openHeader(&s.core.nhkr, nonce, eh, had); ok {
+	if h, ok := openHeader(&s.core.nhkr, s.hdrBuf[:], nonce, eh, had); ok {
 		return s.decryptStep(rand, h, nonce, body, ad)
 	}
 	last := len(s.chains) - 1
@@ -281,7 +288,7 @@ func (s *Session) decrypt(rand io.Reader, part []byte) ([]byte, error) {
 		last-- // the current chain was tried first
 	}
 	for i := last; i >= 0; i-- {
-		if h, ok := openHeader(&s.chains[i].hk, nonce, eh, had); ok {
+		if h, ok := openHeader(&s.chains[i].hk, s.hdrBuf[:], nonce, eh, had); ok {
 			return s.decryptSkipped(i, h, nonce, body, ad)
 		}
 	}
