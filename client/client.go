@@ -53,8 +53,12 @@ type Client struct {
 	sessions map[[32]byte]*sessionRec
 	order    []*sessionRec // trial-decryption order, most recently active first
 	recv     map[ContactID]*recvRec
-	outbox   map[outKey]*outboxRec
-	inflight map[outKey]bool
+	outbox   map[outKey]*outboxRec // every entry
+	queued   map[outKey]*outboxRec // the entries with StatusQueued
+	// nextCheckMs is when the earliest stored entry is due for a fate
+	// check (0: unknown, scan).
+	nextCheckMs uint64
+	inflight    map[outKey]bool
 	sending  map[wire.Mailbox]bool // a deposit attempt is running
 	cursor   wire.Cursor
 	seq      uint64
@@ -157,6 +161,8 @@ func (c *Client) loadLocked(create bool) error {
 	c.order = nil
 	c.recv = map[ContactID]*recvRec{}
 	c.outbox = map[outKey]*outboxRec{}
+	c.queued = map[outKey]*outboxRec{}
+	c.nextCheckMs = 0
 	if c.inflight == nil {
 		c.inflight = map[outKey]bool{}
 	}
@@ -211,13 +217,33 @@ func (c *Client) loadLocked(create bool) error {
 			if err != nil {
 				return err
 			}
-			c.outbox[outKey{r.contact, r.counter}] = r
+			c.putOutLocked(r)
 			return nil
 		}); err != nil {
 			return err
 		}
 		return tx.scan(prefixPending, func(_, _ []byte) error { c.pending++; return nil })
 	})
+}
+
+// putOutLocked adds or updates an outbox entry in the in-memory indexes.
+func (c *Client) putOutLocked(r *outboxRec) {
+	k := outKey{r.contact, r.counter}
+	c.outbox[k] = r
+	if r.status == StatusQueued {
+		c.queued[k] = r
+	} else {
+		delete(c.queued, k)
+		if c.nextCheckMs != 0 {
+			c.nextCheckMs = min(c.nextCheckMs, max(r.nextMs, r.expiry*1000))
+		}
+	}
+}
+
+// delOutLocked removes an outbox entry from the in-memory indexes.
+func (c *Client) delOutLocked(k outKey) {
+	delete(c.outbox, k)
+	delete(c.queued, k)
 }
 
 func (c *Client) createIdentityLocked() error {

@@ -42,8 +42,8 @@ func (c *Client) Sync(ctx context.Context) error {
 		return ErrClosed
 	}
 	nowMs := c.nowMs()
-	for _, r := range c.outbox {
-		if r.status == StatusQueued && r.nextMs > nowMs {
+	for _, r := range c.queued {
+		if r.nextMs > nowMs {
 			r.nextMs = nowMs
 		}
 	}
@@ -339,7 +339,7 @@ func (c *Client) ingest(entries []rpc.Entry, watermarks []wire.Position) ([]wire
 		return nil, fmt.Errorf("client: store entries: %w", err)
 	}
 	for _, k := range b.done {
-		delete(c.outbox, k)
+		c.delOutLocked(k)
 	}
 	c.emit(b.evs...)
 	if n := c.pendingAcksLocked(); n >= wire.MaxPayloadAcks {

@@ -88,7 +88,7 @@ func (c *Client) Send(ctx context.Context, to ContactID, body []byte) (MessageID
 		c.reloadLocked()
 		return "", fmt.Errorf("client: send: %w", err)
 	}
-	c.outbox[outKey{to, rec.counter}] = rec
+	c.putOutLocked(rec)
 	c.kick(c.kickSend)
 	return messageID(to, Outgoing, rec.counter), nil
 }
@@ -280,30 +280,36 @@ func (c *Client) dispatch(ctx context.Context) time.Duration {
 	due := map[wire.Mailbox][]*outboxRec{}
 	checks := map[wire.Mailbox][]*outboxRec{}
 	var expired []*outboxRec
-	for k, r := range c.outbox {
+	for k, r := range c.queued {
 		if c.inflight[k] {
 			continue
 		}
-		switch r.status {
-		case StatusQueued:
-			if r.expiry <= nowS {
-				expired = append(expired, r)
-			} else if r.nextMs <= nowMs {
-				if !c.sending[r.mailbox] {
-					due[r.mailbox] = append(due[r.mailbox], r)
-				}
-			} else {
-				next = min(next, r.nextMs)
+		if r.expiry <= nowS {
+			expired = append(expired, r)
+		} else if r.nextMs <= nowMs {
+			if !c.sending[r.mailbox] {
+				due[r.mailbox] = append(due[r.mailbox], r)
 			}
-		case StatusStored:
+		} else {
+			next = min(next, r.nextMs)
+		}
+	}
+	if c.nextCheckMs <= nowMs {
+		// Scan the stored entries for fate checks due.
+		c.nextCheckMs = ^uint64(0)
+		for k, r := range c.outbox {
+			if r.status != StatusStored || c.inflight[k] {
+				continue
+			}
 			at := max(r.nextMs, r.expiry*1000)
 			if at <= nowMs {
 				checks[r.mailbox] = append(checks[r.mailbox], r)
 			} else {
-				next = min(next, at)
+				c.nextCheckMs = min(c.nextCheckMs, at)
 			}
 		}
 	}
+	next = min(next, c.nextCheckMs)
 	if len(expired) > 0 {
 		c.finalizeLocked(expired, StatusExpiredUndelivered)
 	}
@@ -576,16 +582,17 @@ func (c *Client) finishAttempt(mb wire.Mailbox, items []*outboxRec, out []deposi
 	for _, ch := range changes {
 		k := outKey{ch.r.contact, ch.r.counter}
 		if ch.del {
-			delete(c.outbox, k)
+			c.delOutLocked(k)
 		} else {
 			*ch.r = ch.upd
+			c.putOutLocked(ch.r)
 		}
 	}
 	if anyStored {
 		// The mailbox is reachable again: retry its backlog now.
 		nowMs := uint64(now.UnixMilli())
-		for k, r := range c.outbox {
-			if r.mailbox == mb && r.status == StatusQueued && !c.inflight[k] && r.nextMs > nowMs {
+		for k, r := range c.queued {
+			if r.mailbox == mb && !c.inflight[k] && r.nextMs > nowMs {
 				r.nextMs = nowMs
 			}
 		}
@@ -639,7 +646,7 @@ func (c *Client) finalizeLocked(items []*outboxRec, st Status) {
 		return
 	}
 	for _, r := range items {
-		delete(c.outbox, outKey{r.contact, r.counter})
+		c.delOutLocked(outKey{r.contact, r.counter})
 	}
 	c.emit(evs...)
 }
@@ -698,6 +705,9 @@ func (c *Client) checkFate(ctx context.Context, mb wire.Mailbox, hints []peer.ID
 		default:
 			r.nextMs = uint64(now.Add(jitter(c.cfg.Rand, c.cfg.RetryMax)).UnixMilli())
 		}
+		if c.nextCheckMs != 0 {
+			c.nextCheckMs = min(c.nextCheckMs, r.nextMs)
+		}
 	}
 	if len(gone) > 0 {
 		c.finalizeLocked(gone, StatusExpiredUndelivered)
@@ -745,7 +755,7 @@ func (c *Client) flushDeliveries() {
 		return
 	}
 	for _, r := range recs {
-		c.outbox[outKey{r.contact, r.counter}] = r
+		c.putOutLocked(r)
 	}
 	if len(recs) > 0 {
 		c.kick(c.kickSend)
