@@ -470,68 +470,128 @@ func TestBug11NoMessageBeforeReceivingChain(t *testing.T) {
 	}
 }
 
-// Bug 4 and 5 together: re-keying an existing contact (or recovering from
-// lost state) with Reset makes both sides converge on the new session,
-// whichever identity key is smaller; without Reset a second handshake from
-// the other party is treated as simultaneous initiation.
-func TestBug04ConvergeAfterReset(t *testing.T) {
+// Bug 4 and 5 together: re-keying an existing contact (Replacing) or
+// recovering from lost state (AfterStateLoss) makes both sides converge on
+// the new session whichever identity key is smaller; simultaneous re-keys
+// fall back to the identity rule; Converge ignores argument order.
+func TestBug04ConvergeAfterRekey(t *testing.T) {
 	for seed := range byte(4) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rand := testRand(60 + seed)
 			a, b := newParty(t, rand), newParty(t, rand)
-			aS1, err := Initiate(rand, a.id, b.keys.Bundle(), nil, nil)
-			if err != nil {
-				t.Fatal(err)
+			start := func(from, to *party, opts ...InitiateOption) (init, resp *Session) {
+				t.Helper()
+				init, err := Initiate(rand, from.id, to.keys.Bundle(), nil, nil, opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, _, err = to.keys.Respond(rand, encrypt(t, init, "hello"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return init, resp
 			}
-			bS1, _, err := b.keys.Respond(rand, encrypt(t, aS1, "hello"))
-			if err != nil {
-				t.Fatal(err)
+			same := func(x, y *Session) {
+				t.Helper()
+				if x.HandshakeID() != y.HandshakeID() {
+					t.Fatal("the two sides chose different sessions")
+				}
+				exchange(t, rand, x, y, "one way")
+				exchange(t, rand, y, x, "other way")
 			}
-			exchange(t, rand, bS1, aS1, "reply")
-			// Bob lost his session (or wants to re-key): he initiates again.
-			bS2, err := Initiate(rand, b.id, a.keys.Bundle(), nil, nil, Reset())
-			if err != nil {
-				t.Fatal(err)
+			both := func(x, y *Session) *Session {
+				t.Helper()
+				p, _ := Converge(x, y)
+				if q, _ := Converge(y, x); p != q {
+					t.Fatal("Converge depends on argument order")
+				}
+				return p
 			}
-			aS2, pt, err := a.keys.Respond(rand, encrypt(t, bS2, "reset"))
-			if err != nil || string(pt) != "reset" || !aS2.IsReset() {
-				t.Fatal(err)
-			}
-			aActive, _ := Converge(aS1, aS2)
-			bActive, _ := Converge(bS1, bS2)
-			if aActive != aS2 || bActive != bS2 {
-				t.Fatal("reset session not chosen on both sides")
-			}
-			// The flag survives serialisation.
-			if !cloneSession(t, aS2).IsReset() {
-				t.Fatal("reset flag lost")
-			}
-			exchange(t, rand, aActive, bActive, "on the new session")
-			exchange(t, rand, bActive, aActive, "both ways")
+			aS1, bS1 := start(a, b)
+			same(aS1, bS1)
 
-			// Without Reset, different initiators: the smaller key wins.
-			bS3, err := Initiate(rand, b.id, a.keys.Bundle(), nil, nil)
+			// Bob re-keys on purpose: the new session wins on both sides.
+			bS2, aS2 := start(b, a, Replacing(bS1))
+			if aS2.Replaces() != aS1.HandshakeID() || cloneSession(t, aS2).Replaces() != aS1.HandshakeID() {
+				t.Fatal("replaces not carried or not serialised")
+			}
+			same(both(aS1, aS2), both(bS1, bS2))
+
+			// Then Alice re-keys: hers wins, replacing Bob's.
+			aS3, bS3 := start(a, b, Replacing(aS2))
+			same(both(aS2, aS3), both(bS2, bS3))
+
+			// Bob loses his state and starts over: his new session wins
+			// over every session Alice holds.
+			bS4, aS4 := start(b, a, AfterStateLoss())
+			same(both(aS3, aS4), bS4)
+
+			// Simultaneous re-keys, each replacing the session in use: the
+			// identity rule decides, identically on both sides.
+			aS5 := must(Initiate(rand, a.id, b.keys.Bundle(), nil, nil, Replacing(aS4)))
+			bS5 := must(Initiate(rand, b.id, a.keys.Bundle(), nil, nil, Replacing(bS4)))
+			bR5, _, err := b.keys.Respond(rand, encrypt(t, aS5, "a5"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			aS3, _, err := a.keys.Respond(rand, encrypt(t, bS3, "again"))
+			aR5, _, err := a.keys.Respond(rand, encrypt(t, bS5, "b5"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			// aS2 and bS3 were both initiated by Bob: the newer wins.
-			if x, _ := Converge(aS2, aS3); x != aS3 {
-				t.Fatal("same initiator: newer should win")
+			aActive, bActive := both(aS5, aR5), both(bS5, bR5)
+			if aActive.HandshakeID() != bActive.HandshakeID() {
+				t.Fatal("simultaneous re-keys diverged")
 			}
-			aS4, err := Initiate(rand, a.id, b.keys.Bundle(), nil, nil)
+			wantAlice := a.id.Public().Compare(b.id.Public()) < 0
+			if (aActive == aS5) != wantAlice {
+				t.Fatal("the smaller identity key did not win")
+			}
+			same(aActive, bActive)
+		})
+	}
+}
+
+func must(s *Session, err error) *Session {
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// Bug 4, libsignal-protocol-c's "lost simultaneous initiate": Alice's first
+// handshake message is lost while Bob's arrives. Every message of a pending
+// initiator carries the handshake, so the sides still converge.
+func TestBug04LostSimultaneousInitiation(t *testing.T) {
+	for seed := range byte(4) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rand := testRand(80 + seed)
+			a, b := newParty(t, rand), newParty(t, rand)
+			aInit := must(Initiate(rand, a.id, b.keys.Bundle(), nil, nil))
+			bInit := must(Initiate(rand, b.id, a.keys.Bundle(), nil, nil))
+			_ = encrypt(t, aInit, "lost")
+			aResp, _, err := a.keys.Respond(rand, encrypt(t, bInit, "b1"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := aS3
-			if a.id.Public().Compare(b.id.Public()) < 0 {
-				want = aS4
+			aActive, _ := Converge(aInit, aResp)
+			m := encrypt(t, aActive, "a2")
+			var bActive *Session
+			if id, ok := HandshakeID(m); ok && id != bInit.HandshakeID() {
+				bResp, pt, err := b.keys.Respond(rand, m)
+				if err != nil || string(pt) != "a2" {
+					t.Fatal(err)
+				}
+				bActive, _ = Converge(bInit, bResp)
+			} else {
+				decryptOK(t, bInit, m, "a2")
+				bActive = bInit
 			}
-			if x, _ := Converge(aS3, aS4); x != want {
-				t.Fatal("different initiators: smaller identity should win")
+			if aActive.HandshakeID() != bActive.HandshakeID() {
+				t.Fatal("sides diverged")
+			}
+			for i := range 3 {
+				exchange(t, rand, bActive, aActive, fmt.Sprint("b", i))
+				exchange(t, rand, aActive, bActive, fmt.Sprint("a", i))
 			}
 		})
 	}

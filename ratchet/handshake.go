@@ -17,30 +17,44 @@ import (
 // Layout of the handshake (SPEC.md §Handshake message).
 const (
 	// sealedPlainSize: flags ‖ one-time X25519 prekey ID ‖ KEM prekey ID ‖
-	// initiator Ed25519 ‖ initiator X25519 ‖ identity signature ‖ KEM
-	// ciphertext.
-	sealedPlainSize = 1 + 4 + 4 + 32 + 32 + sigSize + kemCiphertextSize
+	// replaces ‖ initiator Ed25519 ‖ initiator X25519 ‖ identity signature ‖
+	// KEM ciphertext.
+	sealedPlainSize = 1 + 4 + 4 + 32 + 32 + 32 + sigSize + kemCiphertextSize
 	sealedSize      = sealedPlainSize + tagSize
 	// handshakePrefixSize: type ‖ ephemeral key ‖ sealed handshake.
 	handshakePrefixSize = 1 + keySize + sealedSize
 
 	sealedFlagOneTimeDH  = 1 << 0 // a one-time X25519 prekey was used
 	sealedFlagOneTimeKEM = 1 << 1 // the KEM prekey is a one-time prekey
-	sealedFlagReset      = 1 << 2 // the session replaces all earlier ones
-	sealedFlagsKnown     = sealedFlagOneTimeDH | sealedFlagOneTimeKEM | sealedFlagReset
+	sealedFlagsKnown     = sealedFlagOneTimeDH | sealedFlagOneTimeKEM
 )
+
+// ReplacesAny is the replaces value of a handshake made after losing all
+// session state with the peer (AfterStateLoss): it replaces any session.
+var ReplacesAny = [32]byte{
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+}
 
 // An InitiateOption changes what Initiate does.
 type InitiateOption func(*initiateOptions)
 
-type initiateOptions struct{ reset bool }
+type initiateOptions struct{ replaces [32]byte }
 
-// Reset marks the new session as replacing every earlier session between
-// the two parties (SPEC.md §15.10): use it to re-key an existing contact,
-// after losing session state, or after ErrTooManySkipped or
-// ErrCounterExhausted; not for a first contact, so that simultaneous first
-// contacts converge. Both sides' Converge then prefer the new session.
-func Reset() InitiateOption { return func(o *initiateOptions) { o.reset = true } }
+// Replacing marks the new session as the successor of old, the session
+// with the same peer that this party uses now: re-keying, for example after
+// ErrTooManySkipped or ErrCounterExhausted. The peer learns it (inside the
+// sealed handshake), so both sides' Converge prefer the new session.
+func Replacing(old *Session) InitiateOption {
+	return func(o *initiateOptions) { o.replaces = old.id }
+}
+
+// AfterStateLoss marks the new session as replacing any session with the
+// peer: use it when this party lost its sessions with a known contact
+// (restored from a backup without them). Not for a first contact.
+func AfterStateLoss() InitiateOption {
+	return func(o *initiateOptions) { o.replaces = ReplacesAny }
+}
 
 // HandshakeID returns the handshake ID of a handshake message (a hash of its
 // ephemeral key and sealed part, identical in every handshake message of one
@@ -119,6 +133,7 @@ type sealedHandshake struct {
 	flags    byte
 	otpID    uint32
 	kemID    uint32
+	replaces [32]byte
 	identity IdentityKey
 	cert     [sigSize]byte
 	kemCT    []byte
@@ -129,6 +144,7 @@ func (h *sealedHandshake) marshal() []byte {
 	b = append(b, h.flags)
 	b = appendU32(b, h.otpID)
 	b = appendU32(b, h.kemID)
+	b = append(b, h.replaces[:]...)
 	b = append(b, h.identity.Ed25519[:]...)
 	b = append(b, h.identity.X25519[:]...)
 	b = append(b, h.cert[:]...)
@@ -144,10 +160,11 @@ func parseSealed(b []byte) (*sealedHandshake, error) {
 		(h.flags&sealedFlagOneTimeDH == 0 && h.otpID != 0) {
 		return nil, ErrMalformed
 	}
-	copy(h.identity.Ed25519[:], b[9:41])
-	copy(h.identity.X25519[:], b[41:73])
-	copy(h.cert[:], b[73:137])
-	h.kemCT = b[137:]
+	copy(h.replaces[:], b[9:41])
+	copy(h.identity.Ed25519[:], b[41:73])
+	copy(h.identity.X25519[:], b[73:105])
+	copy(h.cert[:], b[105:169])
+	h.kemCT = b[169:]
 	return h, nil
 }
 
@@ -247,9 +264,7 @@ func initiate(rand io.Reader, self *Identity, bundle *PublicBundle, oneTimeDH, o
 		sh.otpID = oneTimeDH.ID
 		sh.flags |= sealedFlagOneTimeDH
 	}
-	if o.reset {
-		sh.flags |= sealedFlagReset
-	}
+	sh.replaces = o.replaces
 	ekKEM, err := mlkem.NewEncapsulationKey768(kemPub)
 	if err != nil {
 		return nil, fmt.Errorf("KEM prekey: %w", ErrMalformed)
@@ -306,7 +321,7 @@ func initiate(rand io.Reader, self *Identity, bundle *PublicBundle, oneTimeDH, o
 
 	s := &Session{
 		initiator: true,
-		reset:     o.reset,
+		replaces:  o.replaces,
 		local:     self.pub,
 		peer:      bundle.Identity,
 		id:        handshakeID(pending),
@@ -440,7 +455,7 @@ func (k *PrivateKeys) respond(rand io.Reader, msg []byte) (*Session, []byte, err
 	spk := g.spk.PublicKey().Bytes()
 	s := &Session{
 		Config: k.Config,
-		reset:  sh.flags&sealedFlagReset != 0,
+		replaces: sh.replaces,
 		local:  k.id.pub,
 		peer:   sh.identity,
 		id:     id,
@@ -473,26 +488,39 @@ func (k *PrivateKeys) respond(rand io.Reader, msg []byte) (*Session, []byte, err
 	return s, pt, nil
 }
 
-// Converge chooses between two sessions with the same peer, older being
-// the one this party made (initiated or answered) first (SPEC.md §15.10):
+// Converge chooses between two sessions with the same peer (SPEC.md
+// §15.10); the answer does not depend on the order of the arguments, and
+// both parties reach the same one from values they both hold:
 //
-//  1. if newer was initiated with Reset, newer is active;
-//  2. else if both were initiated by the same party, newer is active;
+//  1. a session made Replacing the other wins;
+//  2. else a session made AfterStateLoss wins over one that was not;
 //  3. else (simultaneous initiation) the one whose initiator has the
-//     lexicographically smaller identity key (IdentityKey.Compare) is.
+//     lexicographically smaller identity key (IdentityKey.Compare) wins,
+//     and between two of the same initiator the smaller handshake ID.
 //
-// Both parties reach the same answer from public values. Encrypt only with
-// the active session; keep the retired one to decrypt messages already in
-// flight, and drop it once the active session has decrypted a message from
-// the peer. For more than two sessions, fold Converge over them in the
-// order they were made.
-func Converge(older, newer *Session) (active, retired *Session) {
-	if newer.reset {
-		return newer, older
+// Encrypt only with the active session; keep the retired one to decrypt
+// messages already in flight, and drop it once the active session has
+// decrypted a message from the peer.
+func Converge(a, b *Session) (active, retired *Session) {
+	switch {
+	case b.replaces == a.id:
+		return b, a
+	case a.replaces == b.id:
+		return a, b
+	case (a.replaces == ReplacesAny) != (b.replaces == ReplacesAny):
+		if a.replaces == ReplacesAny {
+			return a, b
+		}
+		return b, a
 	}
-	a, b := older.InitiatorIdentity(), newer.InitiatorIdentity()
-	if a != b && a.Compare(b) < 0 {
-		return older, newer
+	if c := a.InitiatorIdentity().Compare(b.InitiatorIdentity()); c != 0 {
+		if c < 0 {
+			return a, b
+		}
+		return b, a
 	}
-	return newer, older
+	if bytes.Compare(a.id[:], b.id[:]) <= 0 {
+		return a, b
+	}
+	return b, a
 }

@@ -9,8 +9,7 @@ const (
 	sflagInitiator byte = 1 << 0
 	sflagPending   byte = 1 << 1
 	sflagCoreShift      = 2 // core flags occupy bits 2..6
-	sflagReset     byte = 1 << 7
-	sessionFixed        = 1 + 1 + adSize + keySize + 64 + 64 + 10*keySize + 12
+	sessionFixed        = 1 + 1 + adSize + 2*keySize + 64 + 64 + 10*keySize + 12
 	pendingSize         = keySize + sealedSize
 )
 
@@ -28,12 +27,10 @@ func (s *Session) MarshalBinary() ([]byte, error) {
 	if s.pending != nil {
 		flags |= sflagPending
 	}
-	if s.reset {
-		flags |= sflagReset
-	}
 	b = append(b, flags)
 	b = append(b, s.ad[:]...)
 	b = append(b, s.id[:]...)
+	b = append(b, s.replaces[:]...)
 	b = append(b, s.local.Ed25519[:]...)
 	b = append(b, s.local.X25519[:]...)
 	b = append(b, s.peer.Ed25519[:]...)
@@ -102,6 +99,7 @@ func unmarshalSession(data []byte) (*Session, error) {
 	flags := r.u8()
 	copy(s.ad[:], r.take(adSize))
 	copy(s.id[:], r.take(keySize))
+	copy(s.replaces[:], r.take(keySize))
 	copy(s.local.Ed25519[:], r.take(32))
 	copy(s.local.X25519[:], r.take(32))
 	copy(s.peer.Ed25519[:], r.take(32))
@@ -111,12 +109,11 @@ func unmarshalSession(data []byte) (*Session, error) {
 		copy(k[:], r.take(keySize))
 	}
 	c.ns, c.nr, c.pn = r.u32(), r.u32(), r.u32()
-	if r.bad {
+	if r.bad || flags>>(sflagCoreShift+5) != 0 {
 		return nil, ErrMalformed
 	}
 	s.initiator = flags&sflagInitiator != 0
-	s.reset = flags&sflagReset != 0
-	c.flags = flags >> sflagCoreShift & fAll
+	c.flags = flags >> sflagCoreShift
 	// Every stored session can send; CKr and HKr come and go together.
 	if c.flags&(fCKs|fHKs|fDHr) != fCKs|fHKs|fDHr || (c.flags&fCKr == 0) != (c.flags&fHKr == 0) {
 		return nil, ErrMalformed

@@ -65,7 +65,7 @@ type Session struct {
 	ad        [adSize]byte
 	id        [keySize]byte // handshake ID
 	initiator bool
-	reset     bool // the handshake carried the reset flag (Converge)
+	replaces  [32]byte // the handshake ID this session replaces (Converge)
 	local     IdentityKey
 	peer      IdentityKey
 	// pending is the handshake prefix (ephemeral key ‖ sealed handshake)
@@ -101,9 +101,9 @@ func (s *Session) InitiatorIdentity() IdentityKey {
 	return s.peer
 }
 
-// IsReset reports whether the session's handshake was made with Reset: it
-// replaces every earlier session between the two parties.
-func (s *Session) IsReset() bool { return s.reset }
+// Replaces returns the handshake ID of the session this one was made to
+// replace (Replacing), ReplacesAny (AfterStateLoss), or all zeros.
+func (s *Session) Replaces() [32]byte { return s.replaces }
 
 // HandshakeID returns the ID of the handshake that made the session, as
 // HandshakeID(msg) returns it for each of the handshake messages.
