@@ -454,13 +454,13 @@ func (k *PrivateKeys) respond(rand io.Reader, msg []byte) (*Session, []byte, err
 	rk, hka, nhkb := handshakeSecrets(dhs, ss)
 	spk := g.spk.PublicKey().Bytes()
 	s := &Session{
-		Config: k.Config,
+		Config:   k.Config,
 		replaces: sh.replaces,
-		local:  k.id.pub,
-		peer:   sh.identity,
-		id:     id,
-		ad:     sessionAD(sh.identity, k.id.pub, spk, kemPub, ek),
-		dhs:    g.spk,
+		local:    k.id.pub,
+		peer:     sh.identity,
+		id:       id,
+		ad:       sessionAD(sh.identity, k.id.pub, spk, kemPub, ek),
+		dhs:      g.spk,
 	}
 	c := &s.core
 	copy(c.dhsPriv[:], g.spk.Bytes())
