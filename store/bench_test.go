@@ -181,13 +181,15 @@ func BenchmarkCIDLookup(b *testing.B) {
 		}
 		cids = append(cids, r.Receipt.CID)
 	}
-	i := 0
-	for b.Loop() {
-		if _, err := l.Fate(mb, cids[i%len(cids)]); err != nil {
-			b.Fatal(err)
+	b.Run("Fate", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			if _, err := l.Fate(mb, cids[i%len(cids)]); err != nil {
+				b.Fatal(err)
+			}
+			i++
 		}
-		i++
-	}
+	})
 	b.Run("Get", func(b *testing.B) {
 		i := 0
 		for b.Loop() {

@@ -171,7 +171,6 @@ type batchCtx struct {
 	inBatch map[[32]byte]*pendingAppend
 	recon   []reconOp
 	stored  []StoredEntry
-	trees   map[uint64]*batchTree
 	dups    []*op
 }
 
@@ -216,7 +215,7 @@ func (l *Log) commitLocked(batch []*op) ([]StoredEntry, error) {
 	b := &batchCtx{
 		l: l, txn: l.db.NewTransaction(true), now: now.Unix(), nowMs: uint64(now.UnixMilli()),
 		wall: time.Now().Unix(), mbs: map[*mbox]bool{}, kts: map[*mbox]map[uint32]bool{},
-		inBatch: map[[32]byte]*pendingAppend{}, trees: map[uint64]*batchTree{},
+		inBatch: map[[32]byte]*pendingAppend{},
 	}
 	defer b.txn.Discard()
 	err := b.apply(batch)
@@ -483,7 +482,7 @@ func (b *batchCtx) doAppend(o *op) error {
 		l.st.duplicates.Add(1)
 		o.appendRes = AppendResult{Duplicate: true, Fate: fate}
 		if fate == FateStored {
-			e, err := l.readEntry(b.txn, mb, r.origin, l.origins[r.origin], r.seq, b.trees)
+			e, err := l.readEntry(b.txn, mb, r.origin, l.origins[r.origin], r.seq)
 			if err != nil {
 				o.err = fmt.Errorf("append: reading the stored duplicate: %w", err)
 				return nil
@@ -503,7 +502,7 @@ func (b *batchCtx) doAppend(o *op) error {
 	b.touchKT(mb, l.own)
 	rc := wire.Receipt{Origin: l.opts.Origin, Mailbox: mb.addr, CID: cid, Seq: seq, StoredAtMs: b.nowMs, Expiry: exp}
 	rec := entryRec{kind: kindLocalEntry, storedAtMs: b.nowMs, expiry: exp, batch: l.nextBatch,
-		index: uint16(len(b.appends)), envelope: d.Envelope}
+		index: uint16(len(b.appends)), digest: digest, envelope: d.Envelope}
 	if err := b.set(entryKey(mb.id, l.own, seq), rec.encode(), kindLocalEntry, int64(exp), 0); err != nil {
 		return err
 	}
@@ -628,7 +627,7 @@ func (b *batchCtx) evictOldest(mb *mbox) (int64, error) {
 					c.storedAt, c.d = s.StoredAtMs, s.CID.Digest()
 				}
 			} else if err == nil {
-				c.storedAt, c.d = r.storedAtMs, wire.CIDOf(r.envelope).Digest()
+				c.storedAt, c.d = r.storedAtMs, r.digest
 			}
 			if err != nil {
 				// A corrupt entry goes first: it cannot be served anyway,
@@ -910,7 +909,7 @@ func (b *batchCtx) doAck(o *op) error {
 				}
 				digests = append(digests, s.CID.Digest())
 			} else {
-				digests = append(digests, wire.CIDOf(r.envelope).Digest())
+				digests = append(digests, r.digest)
 			}
 		}
 		it.Close()

@@ -76,7 +76,8 @@ type Log struct {
 	nextMBID  uint32
 	nextBatch uint64
 
-	st counters
+	st    counters
+	trees treeCache
 }
 
 type counters struct {
@@ -796,7 +797,7 @@ func (l *Log) Get(mailbox wire.Mailbox, c wire.CID) (StoredEntry, error) {
 		l.mu.RLock()
 		origin := l.origins[r.origin]
 		l.mu.RUnlock()
-		e, err = l.readEntry(txn, mb, r.origin, origin, r.seq, nil)
+		e, err = l.readEntry(txn, mb, r.origin, origin, r.seq)
 		return err
 	})
 	return e, err
@@ -818,14 +819,14 @@ func (l *Log) GetBySeq(mailbox wire.Mailbox, origin peer.ID, seq uint64) (Stored
 	var e StoredEntry
 	err := l.db.View(func(txn *badger.Txn) error {
 		var err error
-		e, err = l.readEntry(txn, mb, oid, origin, seq, nil)
+		e, err = l.readEntry(txn, mb, oid, origin, seq)
 		return err
 	})
 	return e, err
 }
 
 // readEntry reads and rebuilds one live entry.
-func (l *Log) readEntry(txn *badger.Txn, mb *mbox, oid uint32, origin peer.ID, seq uint64, trees map[uint64]*batchTree) (StoredEntry, error) {
+func (l *Log) readEntry(txn *badger.Txn, mb *mbox, oid uint32, origin peer.ID, seq uint64) (StoredEntry, error) {
 	k := entryKey(mb.id, oid, seq)
 	item, err := txn.Get(k)
 	if errors.Is(err, badger.ErrKeyNotFound) {
@@ -841,7 +842,7 @@ func (l *Log) readEntry(txn *badger.Txn, mb *mbox, oid uint32, origin peer.ID, s
 	if err != nil {
 		return StoredEntry{}, err
 	}
-	e, live, err := l.buildEntry(txn, mb, origin, seq, k, v, trees)
+	e, live, err := l.buildEntry(txn, mb, origin, seq, k, v)
 	if err != nil {
 		l.noteCorrupt(mb.id, oid, seq, err)
 		return StoredEntry{}, err
@@ -869,7 +870,7 @@ func (l *Log) noteCorrupt(mbid, oid uint32, seq uint64, err error) {
 // buildEntry decodes an E value into a StoredEntry. live is false for
 // marks and for entries past their expiry on the log's clock. v must not
 // be reused by the caller.
-func (l *Log) buildEntry(txn *badger.Txn, mb *mbox, origin peer.ID, seq uint64, k, v []byte, trees map[uint64]*batchTree) (StoredEntry, bool, error) {
+func (l *Log) buildEntry(txn *badger.Txn, mb *mbox, origin peer.ID, seq uint64, k, v []byte) (StoredEntry, bool, error) {
 	r, err := decodeEntry(k, v)
 	if err != nil {
 		return StoredEntry{}, false, err
@@ -891,30 +892,11 @@ func (l *Log) buildEntry(txn *badger.Txn, mb *mbox, origin peer.ID, seq uint64, 
 		if int64(r.expiry) <= l.nowUnix() {
 			return StoredEntry{}, false, nil
 		}
-		rc := wire.Receipt{Origin: origin, Mailbox: mb.addr, CID: wire.CIDOf(r.envelope), Seq: seq,
+		rc := wire.Receipt{Origin: origin, Mailbox: mb.addr, CID: cidOfDigest(r.digest), Seq: seq,
 			StoredAtMs: r.storedAtMs, Expiry: r.expiry}
-		t := trees[r.batch]
-		if t == nil {
-			bk := batchKey(r.batch)
-			item, err := txn.Get(bk)
-			if err != nil {
-				if errors.Is(err, badger.ErrKeyNotFound) {
-					return StoredEntry{}, false, corrupt(k, "receipt batch %d missing", r.batch)
-				}
-				return StoredEntry{}, false, err
-			}
-			var br batchRec
-			if err := item.Value(func(v []byte) error {
-				var err error
-				br, err = decodeBatch(bk, v)
-				return err
-			}); err != nil {
-				return StoredEntry{}, false, err
-			}
-			t = newBatchTree(br)
-			if trees != nil {
-				trees[r.batch] = t
-			}
+		t, err := l.trees.get(txn, r.batch, k)
+		if err != nil {
+			return StoredEntry{}, false, err
 		}
 		n := len(t.rec.leaves)
 		if int(r.index) >= n {
@@ -964,7 +946,6 @@ func (l *Log) Read(mailbox wire.Mailbox, cursor *wire.Cursor, after *wire.Positi
 	// entry the watermarks vouch for.
 	txn := l.db.NewTransaction(false)
 	defer txn.Discard()
-	trees := map[uint64]*batchTree{}
 	bytesSent := 0
 	endedIn, lastSent := -1, uint64(0)
 	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
@@ -993,7 +974,7 @@ scan:
 			if err != nil {
 				return Page{}, err
 			}
-			e, live, err := l.buildEntry(txn, mb, o.id, seq, k, v, trees)
+			e, live, err := l.buildEntry(txn, mb, o.id, seq, k, v)
 			if err != nil {
 				var ce *CorruptError
 				if !errors.As(err, &ce) {

@@ -2,7 +2,11 @@ package store
 
 import (
 	"crypto/sha256"
+	"errors"
 	"math/bits"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // batchTree rebuilds RFC 9162 inclusion paths (SPEC.md §6.2) from the
@@ -71,4 +75,58 @@ func (t *batchTree) path(m int) [][32]byte {
 	}
 	walk(0, len(t.rec.leaves))
 	return out
+}
+
+// treeCache keeps recently read batch trees, fully built (so they are
+// read-only and shared by concurrent readers). A sync of consecutive
+// entries reads each batch once.
+type treeCache struct {
+	mu    sync.Mutex
+	trees map[uint64]*batchTree
+	order []uint64 // FIFO of cached ids
+}
+
+const treeCacheSize = 64
+
+// get returns the tree of batch id, reading it through txn on a miss. k is
+// the key of the entry that needs it (for errors).
+func (c *treeCache) get(txn *badger.Txn, id uint64, k []byte) (*batchTree, error) {
+	c.mu.Lock()
+	t := c.trees[id]
+	c.mu.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	bk := batchKey(id)
+	item, err := txn.Get(bk)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, corrupt(k, "receipt batch %d missing", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rec batchRec
+	if err := item.Value(func(v []byte) error {
+		var err error
+		rec, err = decodeBatch(bk, v)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	t = newBatchTree(rec)
+	t.root(0, len(rec.leaves)) // build every node now: read-only from here
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.trees == nil {
+		c.trees = make(map[uint64]*batchTree)
+	}
+	if _, ok := c.trees[id]; !ok {
+		if len(c.order) >= treeCacheSize {
+			delete(c.trees, c.order[0])
+			c.order = c.order[1:]
+		}
+		c.trees[id] = t
+		c.order = append(c.order, id)
+	}
+	return t, nil
 }

@@ -87,7 +87,7 @@ func corrupt(key []byte, format string, args ...any) error {
 // entryRec is an E record: a live entry or a marker in the (origin, seq)
 // space of a mailbox.
 //
-//	local:    storedAtMs(8) ‖ expiry(8) ‖ batch(8) ‖ index(2) ‖ envelope
+//	local:    storedAtMs(8) ‖ expiry(8) ‖ batch(8) ‖ index(2) ‖ digest(32) ‖ envelope
 //	imported: stampLen(2) ‖ stamp ‖ envelope
 //	marks:    digest(32) ‖ expiry(8) ‖ size(4)
 type entryRec struct {
@@ -101,7 +101,8 @@ type entryRec struct {
 	stamp []byte
 	// both entry kinds
 	envelope []byte
-	// marks
+	// local entries and marks: the CID's digest (a local entry keeps it so
+	// reads need not hash the envelope)
 	digest [32]byte
 	size   uint32
 }
@@ -110,11 +111,12 @@ func (r *entryRec) encode() []byte {
 	var b []byte
 	switch r.kind {
 	case kindLocalEntry:
-		b = make([]byte, hdrLen, hdrLen+26+len(r.envelope))
+		b = make([]byte, hdrLen, hdrLen+58+len(r.envelope))
 		b = binary.BigEndian.AppendUint64(b, r.storedAtMs)
 		b = binary.BigEndian.AppendUint64(b, r.expiry)
 		b = binary.BigEndian.AppendUint64(b, r.batch)
 		b = binary.BigEndian.AppendUint16(b, r.index)
+		b = append(b, r.digest[:]...)
 		b = append(b, r.envelope...)
 	case kindImportedEntry:
 		b = make([]byte, hdrLen, hdrLen+2+len(r.stamp)+len(r.envelope))
@@ -141,14 +143,15 @@ func decodeEntry(key, b []byte) (entryRec, error) {
 	r.kind = kind
 	switch kind {
 	case kindLocalEntry:
-		if len(body) < 26+wire.EnvelopeOverhead+1 {
+		if len(body) < 58+wire.EnvelopeOverhead+1 {
 			return r, corrupt(key, "local entry of %d bytes", len(body))
 		}
 		r.storedAtMs = binary.BigEndian.Uint64(body[0:])
 		r.expiry = binary.BigEndian.Uint64(body[8:])
 		r.batch = binary.BigEndian.Uint64(body[16:])
 		r.index = binary.BigEndian.Uint16(body[24:])
-		r.envelope = body[26:]
+		r.digest = [32]byte(body[26:58])
+		r.envelope = body[58:]
 	case kindImportedEntry:
 		if len(body) < 2 {
 			return r, corrupt(key, "imported entry of %d bytes", len(body))
