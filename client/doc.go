@@ -1,3 +1,78 @@
 // Package client is the embeddable cairn client: identity, invites,
 // sessions, a durable outbox, incremental sync from any replica, and events.
+// It is what a privacy-focused app links to get end-to-end encrypted,
+// store-and-forward messaging over cairn relays.
+//
+// # Life of a client
+//
+//	c, err := client.New(client.Config{
+//		DataDir:       dir,         // the client's database (badger)
+//		EncryptionKey: key,         // 32 bytes from the platform keystore
+//		Bootstrap:     relayAddrs,  // "/ip4/…/tcp/…/p2p/12D3KooW…"
+//	})
+//	err = c.Start(ctx)              // go online (background loops)
+//	invite, err := c.Invite()       // hand it to a friend out of band
+//	friend, err := c.AcceptInvite(theirInvite)
+//	id, err := c.Send(ctx, friend.ID, []byte("hello"))
+//	for ev := range c.Events() { … } // MessageReceived, StatusChanged, …
+//	msgs, err := c.History(friend.ID)
+//	err = c.Close()
+//
+// New creates the identity on first use (an identity key, a mailbox key,
+// signed prekeys) and stores it; it does not touch the network, so invites
+// can be made offline. Start runs, until Close, a libp2p host that only
+// dials out (with a fresh libp2p key each run, so relays cannot link the
+// user's deposits across runs), the DHT in client mode, the sender loop and
+// the receiver loop.
+//
+// # Guarantees
+//
+//   - Send returns once the message is encrypted and in the durable outbox,
+//     together with the ratchet state that encrypted it (one transaction);
+//     nothing touches the network before. The outbox survives restarts and
+//     crashes; a message is deposited until a relay's signed receipt for it
+//     verifies (StatusStored), retried with exponential backoff and jitter
+//     across the replicas of the recipient's mailbox, newest messages first.
+//   - A delivery receipt from the recipient (an encrypted DELIVERY payload,
+//     SPEC.md §16) makes it StatusDelivered. A message whose expiry passes
+//     without one becomes StatusExpiredUndelivered, confirmed with the
+//     relays' status protocol where they answer.
+//   - Receiving: the client subscribes on one replica of its mailbox and
+//     syncs all replicas with its portable cursor. Each page of entries is
+//     stored in one transaction — the messages, the sessions they advanced,
+//     their CIDs as seen, the cursor advance — and only then acked at the
+//     relay. A crash at any point loses nothing and shows nothing twice.
+//   - A conversation is ordered by the sender's counter inside the
+//     ciphertext, never by clocks. MessageReceived events come in that
+//     order: a message after a missing one is held until the missing one
+//     arrives, or until the gap is reported (GapDetected, after every
+//     reachable replica was synced and Config.GapGrace passed); a missing
+//     message that turns up later is still delivered, marked Late.
+//   - Forged, corrupted and replayed entries are rejected without changing
+//     any session (ratchet operations are atomic) and are never shown.
+//   - With R−1 of a mailbox's R replicas down, sending and syncing work;
+//     with all down, messages stay queued and go out when relays return.
+//
+// # Events
+//
+// Events returns a buffered channel (Config.EventBuffer). The client never
+// blocks on it: if the app does not read, events beyond the buffer are
+// dropped and counted, and an EventsDropped event says how many as soon as
+// there is room. Nothing is lost but the notification: History, Message and
+// Contacts always have the truth. The channel is closed by Close.
+//
+// # Concurrency
+//
+// A Client is safe for concurrent use. One mutex serialises every change
+// of ratchet state and every database write, so each session has exactly
+// one writer and is persisted with what it encrypted or decrypted. The
+// database directory is locked: two processes cannot open it.
+//
+// # Storage
+//
+// The client's state lives in one badger database in Config.DataDir,
+// encrypted at rest with Config.EncryptionKey, written with synchronous
+// commits. Records are hand-encoded with a version byte. (The client-side
+// API of package store does not offer multi-record transactions yet, so
+// this package keeps its own small transactional layer; see kv.go.)
 package client

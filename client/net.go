@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -378,5 +377,3 @@ func jitter(r io.Reader, d time.Duration) time.Duration {
 func mailboxOfKey(k ed25519.PrivateKey) wire.Mailbox {
 	return wire.MailboxOf(k.Public().(ed25519.PublicKey))
 }
-
-var errNoRelayAnswered = errors.New("no relay answered")

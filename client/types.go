@@ -99,11 +99,6 @@ func (s Status) String() string {
 	return "unknown"
 }
 
-// final reports whether no further status change can happen.
-func (s Status) final() bool {
-	return s == StatusDelivered || s == StatusExpiredUndelivered || s == StatusFailed
-}
-
 // Direction says who wrote a message.
 type Direction uint8
 
