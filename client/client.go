@@ -59,10 +59,10 @@ type Client struct {
 	// check (0: unknown, scan).
 	nextCheckMs uint64
 	inflight    map[outKey]bool
-	sending  map[wire.Mailbox]bool // a deposit attempt is running
-	cursor   wire.Cursor
-	seq      uint64
-	pending  int // stored pending entries
+	sending     map[wire.Mailbox]bool // a deposit attempt is running
+	cursor      wire.Cursor
+	seq         uint64
+	pending     int // stored pending entries
 	// deliveryAt is when the pending delivery receipts go out (zero: none
 	// pending).
 	deliveryAt time.Time
@@ -77,7 +77,7 @@ type Client struct {
 	kickSync chan struct{}
 	syncMu   sync.Mutex // one sync round at a time
 	// bw, if set before Start (tests), counts the host's stream bytes.
-	bw metrics.Reporter
+	bw       metrics.Reporter
 	prekeyMu sync.Mutex // one prekey replenishment at a time
 }
 

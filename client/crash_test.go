@@ -44,7 +44,9 @@ func TestClientRecipientKilledMidSync(t *testing.T) {
 	const n = 300
 	want := msgs("a", 1, n)
 	ids := sendAll(t, alice, ct.ID, want)
-	waitFor(t, "all stored", func() bool { return status(t, alice, ids[n-1]) >= client.StatusStored && status(t, alice, ids[0]) >= client.StatusStored })
+	waitFor(t, "all stored", func() bool {
+		return status(t, alice, ids[n-1]) >= client.StatusStored && status(t, alice, ids[0]) >= client.StatusStored
+	})
 
 	midSync := 0
 	for _, killAt := range []int{30, 150} {
