@@ -94,6 +94,9 @@ type LogOptions struct {
 	// FateRetention is how long after an entry's expiry its fate (acked,
 	// expired) is remembered for status queries.
 	FateRetention time.Duration
+	// PrekeyCapBytes bounds the bytes of all one-time prekeys held
+	// (PutPrekeys); negative means unlimited.
+	PrekeyCapBytes int64
 
 	// GCInterval is the period of the expiry sweep and value-log GC,
 	// measured on the wall clock (a ticker). Negative disables the

@@ -22,6 +22,8 @@ const (
 	opAdopt
 	opSweep
 	opLoadIndex
+	opPrekeyPut
+	opPrekeyTake
 	opStop
 )
 
@@ -38,6 +40,9 @@ type op struct {
 	seq    uint64
 	set    Set
 	done   chan *op
+
+	prekeys []RelayPrekey
+	record  []byte
 
 	// results
 	err       error
@@ -276,6 +281,10 @@ func (b *batchCtx) apply(batch []*op) error {
 			err = b.doSweep(o)
 		case opLoadIndex:
 			err = b.doLoadIndex(o)
+		case opPrekeyPut:
+			err = b.doPrekeyPut(o)
+		case opPrekeyTake:
+			err = b.doPrekeyTake(o)
 		}
 		if err != nil {
 			return err

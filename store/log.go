@@ -78,6 +78,10 @@ type Log struct {
 
 	st    counters
 	trees treeCache
+
+	// prekeys: committer only.
+	prekeys     map[[2]uint32]*prekeyCount
+	prekeyBytes int64
 }
 
 type counters struct {
@@ -134,6 +138,9 @@ func OpenLog(opts LogOptions) (*Log, error) {
 	if opts.GCInterval == 0 {
 		opts.GCInterval = DefaultGCInterval
 	}
+	if opts.PrekeyCapBytes == 0 {
+		opts.PrekeyCapBytes = DefaultPrekeyCapBytes
+	}
 	if opts.MaxCommitBatch <= 0 {
 		opts.MaxCommitBatch = DefaultMaxCommitBatch
 	}
@@ -176,6 +183,7 @@ func OpenLog(opts LogOptions) (*Log, error) {
 		origins:    []peer.ID{""},
 		originIDs:  make(map[peer.ID]uint32),
 		holes:      make(map[[2]uint32]uint64),
+		prekeys:    make(map[[2]uint32]*prekeyCount),
 		nextMBID:   1,
 		nextBatch:  1,
 	}
@@ -302,6 +310,9 @@ func (l *Log) load() error {
 			if k := rit.Item().Key(); len(k) == 9 {
 				l.nextBatch = binary.BigEndian.Uint64(k[1:]) + 1
 			}
+		}
+		if err := l.loadPrekeys(txn); err != nil {
+			return err
 		}
 		if oid, ok := l.originIDs[l.opts.Origin]; ok {
 			l.own = oid

@@ -179,6 +179,7 @@ func RunLog(t *testing.T, o Opener) {
 		{"AppendMany", testAppendMany},
 		{"Persistence", testPersistence},
 		{"BadInput", testBadInput},
+		{"Prekeys", testPrekeys},
 	}
 	for _, tc := range tests {
 		t.Run("Store"+tc.name, func(t *testing.T) { tc.f(t, o) })
@@ -939,3 +940,51 @@ func testBadInput(t *testing.T, o Opener) {
 }
 
 var _ = binary.BigEndian
+
+func testPrekeys(t *testing.T, o Opener) {
+	e := newEnv(t, o, func(o *store.LogOptions) { o.PrekeyCapBytes = 2000 })
+	mb := Mailbox(t)
+	ctx := context.Background()
+	if n, err := e.log.PutPrekeys(ctx, mb, 1, nil, 5); err != nil || n != 0 {
+		t.Fatalf("count of nothing: %d %v", n, err)
+	}
+	recs := []store.RelayPrekey{{ID: 1, Record: []byte("one")}, {ID: 2, Record: []byte("two")}, {ID: 1, Record: []byte("dup")}}
+	if n, err := e.log.PutPrekeys(ctx, mb, 1, recs, 5); err != nil || n != 2 {
+		t.Fatalf("put: %d %v", n, err)
+	}
+	more := []store.RelayPrekey{{ID: 3, Record: []byte("three")}, {ID: 4, Record: []byte("four")}, {ID: 5, Record: []byte("five")}, {ID: 6, Record: []byte("six")}}
+	if n, err := e.log.PutPrekeys(ctx, mb, 1, more, 5); err != nil || n != 5 {
+		t.Fatalf("put beyond max: %d %v", n, err)
+	}
+	if n, _ := e.log.PutPrekeys(ctx, mb, 2, []store.RelayPrekey{{ID: 1, Record: []byte("kem")}}, 5); n != 1 {
+		t.Fatalf("other kind: %d", n)
+	}
+	if _, err := e.log.PutPrekeys(ctx, mb, 1, []store.RelayPrekey{{ID: 9, Record: make([]byte, 3000)}}, 500); !errors.Is(err, wire.ErrStorageFull) {
+		t.Fatalf("over the cap: %v", err)
+	}
+	if e.o.Persistent {
+		e.reopen()
+	}
+	for i, want := range []string{"one", "two", "three", "four", "five"} {
+		r, n, err := e.log.TakePrekey(ctx, mb, 1)
+		if err != nil || string(r) != want || n != 4-i {
+			t.Fatalf("take %d: %q %d %v", i, r, n, err)
+		}
+	}
+	if r, n, err := e.log.TakePrekey(ctx, mb, 1); r != nil || n != 0 || err != nil {
+		t.Fatalf("take from empty: %q %d %v", r, n, err)
+	}
+	if r, _, _ := e.log.TakePrekey(ctx, Mailbox(t), 1); r != nil {
+		t.Fatal("take from unknown mailbox")
+	}
+	if r, n, _ := e.log.TakePrekey(ctx, mb, 2); string(r) != "kem" || n != 0 {
+		t.Fatalf("other kind: %q", r)
+	}
+	// A handed-out ID is not accepted again (it would be a second use).
+	if n, _ := e.log.PutPrekeys(ctx, mb, 1, recs[:1], 5); n != 0 {
+		t.Fatalf("re-upload of a handed-out prekey: %d", n)
+	}
+	if n, _ := e.log.PutPrekeys(ctx, mb, 1, []store.RelayPrekey{{ID: 77, Record: []byte("new")}}, 5); n != 1 {
+		t.Fatalf("new upload: %d", n)
+	}
+}
