@@ -74,7 +74,7 @@ func (b *byteBudget) release(n int) {
 }
 
 func (n *Node) serveDeposit(in *inbound) {
-	f := rpc.NewFramed(in.s, rpc.MaxDepositFrame)
+	f := rpc.NewFramedBuffer(in.s, rpc.MaxDepositFrame, rpc.LargeWriteBuffer)
 	items := make(chan depositItem, wire.MaxDepositInflight)
 	budget := &byteBudget{limit: n.cfg.DepositStreamBytes, freed: make(chan struct{}, 1)}
 	quit := make(chan struct{}) // the processor failed: stop reading

@@ -213,9 +213,9 @@ func (n *Node) serveSubscribe(in *inbound) {
 	// the stream ends the subscription.
 	peerDone := make(chan error, 1)
 	go func() {
+		// Only this goroutine reads from now on; the handler only writes.
 		var extra pb.SubscribeRequest
-		f2 := rpc.NewFramed(in.s, rpc.MaxControlFrame)
-		peerDone <- f2.Read(&extra, 0)
+		peerDone <- f.Read(&extra, 0)
 	}()
 	n.pushLoop(in, f, sub, peerDone)
 	<-peerDone

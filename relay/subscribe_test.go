@@ -138,10 +138,14 @@ func TestRelaySubscribeSlowConsumer(t *testing.T) {
 }
 
 func TestRelaySubscribeLimits(t *testing.T) {
-	n := startNode(t, func(c *Config) { c.MaxSubscribersPerMailbox = 2; c.KeepaliveInterval = 50 * time.Millisecond })
+	n := startNode(t, func(c *Config) {
+		c.MaxSubscribersPerMailbox = 2
+		c.KeepaliveInterval = 50 * time.Millisecond
+		c.StreamIdleTimeout = 200 * time.Millisecond // applies to the request only
+	})
 	c := newClient(t, n)
 	c.SubscribeIdle = 500 * time.Millisecond
-	key, _ := mailboxKey(t)
+	key, mb := mailboxKey(t)
 	s1, err := c.Subscribe(ctxT(t), n.ID(), key)
 	if err != nil {
 		t.Fatal(err)
@@ -163,14 +167,19 @@ func TestRelaySubscribeLimits(t *testing.T) {
 		}
 		return err == nil
 	})
-	// Keepalives keep an idle subscription alive well past the client's
-	// idle limit (10 × SubscribeIdle here).
+	// Keepalives keep an idle subscription alive past the client's idle
+	// limit and the relay's StreamIdleTimeout; then a push still arrives.
 	time.Sleep(time.Second)
+	envs := fill(t, c, n, mb, 1, 100, 0)
 	select {
-	case _, ok := <-s1.Entries():
+	case e, ok := <-s1.Entries():
 		if !ok {
 			t.Fatalf("idle subscription ended: %v", s1.Err())
 		}
-	default:
+		if string(e.Envelope) != string(envs[0]) {
+			t.Fatal("wrong entry")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no push after an idle second")
 	}
 }

@@ -94,7 +94,7 @@ func (c *Client) OpenDeposit(ctx context.Context, relay peer.ID) (*DepositStream
 		c:          c,
 		relay:      relay,
 		s:          s,
-		f:          NewFramed(s, MaxControlFrame),
+		f:          NewFramedBuffer(s, MaxControlFrame, LargeWriteBuffer),
 		slots:      make(chan struct{}, wire.MaxDepositInflight),
 		queue:      make(chan *pb.DepositRequest, wire.MaxDepositInflight),
 		readerDone: make(chan struct{}),

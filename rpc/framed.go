@@ -47,12 +47,22 @@ type Framed struct {
 	writeDeadline time.Time
 }
 
-// writeBuffer is the size of the write buffer: large enough for a page of
-// small entries to go out in few Noise frames.
-const writeBuffer = 32 << 10
+// Write buffer sizes: small by default (a relay holds one per idle
+// subscriber), larger for streams that answer in bursts (deposit answers).
+const (
+	DefaultWriteBuffer = 4 << 10
+	LargeWriteBuffer   = 32 << 10
+)
 
-// NewFramed wraps s; frames read from it may be at most maxRead bytes.
+// NewFramed wraps s with a DefaultWriteBuffer; frames read from it may be
+// at most maxRead bytes.
 func NewFramed(s network.Stream, maxRead int) *Framed {
+	return NewFramedBuffer(s, maxRead, DefaultWriteBuffer)
+}
+
+// NewFramedBuffer is NewFramed with a write buffer of writeBuffer bytes.
+// A write larger than the buffer goes out directly.
+func NewFramedBuffer(s network.Stream, maxRead, writeBuffer int) *Framed {
 	bw := bufio.NewWriterSize(s, writeBuffer)
 	return &Framed{
 		s:  s,

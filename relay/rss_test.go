@@ -1,0 +1,211 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/cairn-net/cairn/rpc"
+	"github.com/cairn-net/cairn/wire"
+)
+
+// TestRelayRSS is a manual measurement (minutes, a few GiB of disk): a
+// relay in a child process stores 1,000,000 entries of 1 KiB (1,000
+// mailboxes of 1,000) and holds 1,000 idle subscribers (one per mailbox,
+// from 20 client hosts); the test prints the child's VmRSS and VmHWM and
+// fails above 512 MiB. Run it with
+//
+//	CAIRN_RSS=1 go test -run TestRelayRSS -timeout 60m -v ./relay
+//
+// Without CAIRN_RSS it does nothing (it is not part of the suite).
+func TestRelayRSS(t *testing.T) {
+	if os.Getenv("CAIRN_RSS_CHILD") == "1" {
+		rssChild(t)
+		return
+	}
+	if os.Getenv("CAIRN_RSS") != "1" {
+		t.Log("manual measurement: set CAIRN_RSS=1 to run it")
+		return
+	}
+	mailboxes, perMailbox, hosts := 1000, 1000, 20
+	if v, err := strconv.Atoi(os.Getenv("CAIRN_RSS_PER_MAILBOX")); err == nil {
+		perMailbox = v
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRelayRSS$", "-test.timeout=60m")
+	cmd.Env = append(os.Environ(), "CAIRN_RSS_CHILD=1", "CAIRN_RSS_DIR="+t.TempDir())
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); cmd.Wait() }()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	ai, err := peer.AddrInfoFromString(strings.TrimSpace(strings.TrimPrefix(line, "RELAY ")))
+	if err != nil {
+		t.Fatalf("child said %q: %v", line, err)
+	}
+	relay := &Node{id: ai.ID}
+	clients := make([]*rpc.Client, hosts)
+	for i := range clients {
+		h := clientHost(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := h.Connect(ctx, *ai); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		clients[i] = rpc.New(h)
+	}
+	// 1,000 idle subscribers, one per mailbox.
+	keys := make([]wire.Mailbox, mailboxes)
+	var subs []*rpc.Subscription
+	for i := range mailboxes {
+		key, mb := mailboxKey(t)
+		keys[i] = mb
+		sub, err := clients[i%hosts].Subscribe(context.Background(), ai.ID, key)
+		if err != nil {
+			t.Fatalf("subscribe %d: %v", i, err)
+		}
+		subs = append(subs, sub)
+	}
+	// Drain the pushes so the subscribers stay fast (idle relay-side).
+	var wg sync.WaitGroup
+	for _, s := range subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range s.Entries() {
+			}
+		}()
+	}
+	start := time.Now()
+	var dwg sync.WaitGroup
+	for h := range 4 {
+		dwg.Add(1)
+		go func() {
+			defer dwg.Done()
+			ds, err := clients[h].OpenDeposit(context.Background(), ai.ID)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer ds.Close()
+			calls := make(chan *rpc.DepositCall, 256)
+			go func() {
+				for m := h; m < mailboxes; m += 4 {
+					for i := range perMailbox {
+						call, err := ds.Send(context.Background(), envelope(t, keys[m], 1024, 0, uint64(i)))
+						if err != nil {
+							t.Error(err)
+							break
+						}
+						calls <- call
+					}
+				}
+				close(calls)
+			}()
+			for call := range calls {
+				if _, err := call.Wait(context.Background()); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	dwg.Wait()
+	t.Logf("stored %d entries in %v", mailboxes*perMailbox, time.Since(start).Round(time.Second))
+	time.Sleep(5 * time.Second) // let the relay settle (GC, flushes)
+	rss, hwm := procMem(t, cmd.Process.Pid)
+	t.Logf("relay RSS %d MiB (peak %d MiB) with %d entries and %d idle subscribers", rss>>20, hwm>>20, mailboxes*perMailbox, len(subs))
+	_ = relay
+	for _, s := range subs {
+		s.Close()
+	}
+	wg.Wait()
+	if rss > 512<<20 {
+		t.Fatalf("RSS %d MiB above 512 MiB", rss>>20)
+	}
+}
+
+// rssChild runs the measured relay until its stdin closes.
+func rssChild(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.DataDir = os.Getenv("CAIRN_RSS_DIR")
+	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
+	cfg.PeerDepositRate, cfg.PeerDepositBurst = 1e6, 1e6 // 4 senders at full speed
+	cfg.PeerRequestRate, cfg.PeerRequestBurst = 1e4, 1e4 // 50 subscriptions per host at once
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	fmt.Printf("RELAY %s/p2p/%s\n", n.AddrInfo().Addrs[0], n.ID())
+	done := make(chan struct{})
+	go func() {
+		buf := make([]byte, 1)
+		os.Stdin.Read(buf) // until the parent closes stdin
+		close(done)
+	}()
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			if path := os.Getenv("CAIRN_RSS_HEAPPROFILE"); path != "" {
+				if f, err := os.Create(path); err == nil {
+					pprof.WriteHeapProfile(f)
+					f.Close()
+				}
+			}
+			return
+		case <-tick.C:
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			st := n.Store().Stats()
+			fmt.Fprintf(os.Stderr, "child: heap in use %d MiB, sys %d MiB, store entries %d, index %d MiB\n",
+				ms.HeapInuse>>20, ms.Sys>>20, st.Entries, st.IndexBytes>>20)
+		}
+	}
+}
+
+// procMem returns VmRSS and VmHWM of a process in bytes.
+func procMem(t *testing.T, pid int) (rss, hwm int64) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = v << 10
+		case "VmHWM:":
+			hwm = v << 10
+		case "RssAnon:", "RssFile:", "RssShmem:":
+			t.Logf("%s %d MiB", f[0], v>>10)
+		}
+	}
+	return rss, hwm
+}
