@@ -26,8 +26,12 @@
 //
 // After every successful operation the caller persists the changed state
 // (Session.MarshalBinary, PrivateKeys.MarshalBinary) before acting on the
-// plaintext. Decrypt is atomic: on error nothing changed. When both parties
-// initiated at once, Converge says which session to keep.
+// plaintext. Decrypt is atomic: on error nothing changed.
+//
+// To re-key a contact, initiate again with Replacing(current session); after
+// losing session state, with AfterStateLoss(). Whenever a party holds two
+// sessions with one peer (simultaneous initiation, re-keying), Converge
+// says which one encrypts; both parties reach the same answer.
 //
 // Sessions, PrivateKeys and Identity values are not safe for concurrent use;
 // each must have a single writer. Formatting them with fmt prints no secret.
