@@ -180,6 +180,8 @@ func BenchmarkClientWireBytes(b *testing.B) {
 	sendAll(b, alice, bobAtAlice, []string{"warm-up"})
 	aliceAtBob := contactOf(b, bob, alice)
 	waitFor(b, "warm-up", func() bool { return len(bodies(b, bob, aliceAtBob, client.Incoming)) == 1 })
+	// The counters' totals move once a second (go-flow-metrics' sweeper).
+	time.Sleep(1500 * time.Millisecond)
 	a0, b0 := aliceBW.GetBandwidthTotals(), bobBW.GetBandwidthTotals()
 	sent := 0
 	var ids []client.MessageID
@@ -195,6 +197,7 @@ func BenchmarkClientWireBytes(b *testing.B) {
 	for _, id := range ids {
 		waitFor(b, "delivered", func() bool { return status(b, alice, id) == client.StatusDelivered })
 	}
+	time.Sleep(1500 * time.Millisecond)
 	a1, b1 := aliceBW.GetBandwidthTotals(), bobBW.GetBandwidthTotals()
 	total := (a1.TotalIn - a0.TotalIn) + (a1.TotalOut - a0.TotalOut) + (b1.TotalIn - b0.TotalIn) + (b1.TotalOut - b0.TotalOut)
 	b.ReportMetric(float64(a1.TotalOut-a0.TotalOut)/float64(sent), "sender-out-B/msg")
