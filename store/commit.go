@@ -41,8 +41,9 @@ type op struct {
 	set    Set
 	done   chan *op
 
-	prekeys []RelayPrekey
-	record  []byte
+	prekeys   []RelayPrekey
+	record    []byte
+	envExpiry uint64 // the envelope's own expiry field (prepareAppend)
 
 	// results
 	err       error
@@ -447,25 +448,34 @@ func (b *batchCtx) known(mb *mbox, d [32]byte) (fateRec, Fate, error) {
 	return r, b.l.effectiveFate(r), nil
 }
 
-func (b *batchCtx) doAppend(o *op) error {
-	l := b.l
+// prepareAppend does an append's checks and hashing that need no state,
+// in the caller's goroutine (so concurrent callers do them in parallel,
+// outside the commit goroutine): it parses the envelope, checks the
+// mailbox and fills in the CID.
+func prepareAppend(o *op) error {
 	d := &o.dep
 	env, err := wire.ParseEnvelope(d.Envelope)
 	if err != nil {
-		b.reject(o, fmt.Errorf("append: %w", err))
-		return nil
+		return fmt.Errorf("append: %w", err)
 	}
 	if !d.Mailbox.IsZero() && d.Mailbox != env.Mailbox {
-		b.reject(o, fmt.Errorf("append: deposit mailbox differs from the envelope's: %w", wire.ErrMalformed))
-		return nil
+		return fmt.Errorf("append: deposit mailbox differs from the envelope's: %w", wire.ErrMalformed)
 	}
+	d.Mailbox = env.Mailbox
+	if d.CID.IsZero() {
+		d.CID = wire.CIDOf(d.Envelope)
+	}
+	o.envExpiry = env.Expiry
+	return nil
+}
+
+func (b *batchCtx) doAppend(o *op) error {
+	l := b.l
+	d := &o.dep
 	cid := d.CID
-	if cid.IsZero() {
-		cid = wire.CIDOf(d.Envelope)
-	}
 	exp := d.Expiry
 	if exp == 0 {
-		exp = env.Expiry
+		exp = o.envExpiry
 	}
 	if exp == 0 {
 		exp = uint64(b.now + int64(l.opts.DefaultTTL/time.Second))
@@ -475,7 +485,7 @@ func (b *batchCtx) doAppend(o *op) error {
 		return nil
 	}
 	digest := cid.Digest()
-	mb := l.mboxes[env.Mailbox]
+	mb := l.mboxes[d.Mailbox]
 	if p := b.inBatch[digest]; p != nil {
 		o.dupOf = p
 		o.appendRes = AppendResult{Duplicate: true, Fate: FateStored}
@@ -505,7 +515,7 @@ func (b *batchCtx) doAppend(o *op) error {
 		b.reject(o, fmt.Errorf("append: %w", err))
 		return nil
 	}
-	mb = b.mailbox(env.Mailbox)
+	mb = b.mailbox(d.Mailbox)
 	seq := mb.kt[l.own] + 1
 	mb.kt[l.own] = seq
 	b.touchKT(mb, l.own)

@@ -387,6 +387,10 @@ func (l *Log) submit(ctx context.Context, ops ...*op) error {
 // deduplicates).
 func (l *Log) Append(ctx context.Context, d Deposit) (AppendResult, error) {
 	o := &op{kind: opAppend, dep: d}
+	if err := prepareAppend(o); err != nil {
+		l.st.rejOther.Add(1)
+		return AppendResult{}, err
+	}
 	if err := l.submit(ctx, o); err != nil {
 		return AppendResult{}, err
 	}
@@ -396,14 +400,30 @@ func (l *Log) Append(ctx context.Context, d Deposit) (AppendResult, error) {
 // AppendMany appends deposits of a pipelined stream; each gets its own
 // result, in order. They share group commits with each other and with
 // concurrent callers.
+//
+// If ctx ends while some deposits are queued, every result carries ctx's
+// error, but deposits already queued may still be stored (a retry
+// deduplicates).
 func (l *Log) AppendMany(ctx context.Context, ds []Deposit) []AppendManyResult {
-	ops := make([]*op, len(ds))
+	out := make([]AppendManyResult, len(ds))
+	ops := make([]*op, 0, len(ds))
+	idx := make([]int, 0, len(ds))
 	for i := range ds {
-		ops[i] = &op{kind: opAppend, dep: ds[i]}
+		o := &op{kind: opAppend, dep: ds[i]}
+		if err := prepareAppend(o); err != nil {
+			l.st.rejOther.Add(1)
+			out[i].Err = err
+			continue
+		}
+		ops = append(ops, o)
+		idx = append(idx, i)
+	}
+	if len(ops) == 0 {
+		return out
 	}
 	err := l.submit(ctx, ops...)
-	out := make([]AppendManyResult, len(ds))
-	for i, o := range ops {
+	for k, o := range ops {
+		i := idx[k]
 		if err != nil {
 			out[i].Err = err
 			continue
