@@ -1,13 +1,11 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -536,7 +534,13 @@ func (c *Client) History(contact ContactID) ([]Message, error) {
 func (c *Client) Message(id MessageID) (Message, error) {
 	ct, dir, n, ok := parseMessageID(id)
 	if !ok {
-		return Message{}, fmt.Errorf("client: message id %q: %w", id, errNotFound)
+		return Message{}, fmt.Errorf("client: message id %q: %w", id, ErrUnknownMessage)
+	}
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return Message{}, ErrClosed
 	}
 	var m Message
 	err := c.db.view(func(tx kvTx) error {
@@ -551,6 +555,9 @@ func (c *Client) Message(id MessageID) (Message, error) {
 		m = r.public(ct)
 		return nil
 	})
+	if errors.Is(err, errNotFound) {
+		return Message{}, fmt.Errorf("client: message %s: %w", id, ErrUnknownMessage)
+	}
 	if err != nil {
 		return Message{}, fmt.Errorf("client: message %s: %w", id, err)
 	}
@@ -677,6 +684,3 @@ func (c *Client) hintIDs(hints [][]byte) []peer.ID {
 	}
 	return ids
 }
-
-var _ = bytes.Equal
-var _ io.Reader

@@ -15,6 +15,9 @@ var (
 	// ErrUnknownContact is returned for a ContactID this client does not
 	// know.
 	ErrUnknownContact = errors.New("client: unknown contact")
+	// ErrUnknownMessage is returned by Message for an ID this client does
+	// not hold.
+	ErrUnknownMessage = errors.New("client: unknown message")
 	// ErrClosed is returned by every method called after Close.
 	ErrClosed = errors.New("client: closed")
 	// ErrNotStarted is returned by Sync before Start.
