@@ -173,3 +173,46 @@ func TestClientRelaysDownAndBack(t *testing.T) {
 		waitFor(t, "delivered", func() bool { return status(t, alice, id) == client.StatusDelivered })
 	}
 }
+
+// One client talks with two others at once: trial decryption picks the
+// right session for every message, and each conversation keeps its order.
+func TestClientSeveralContacts(t *testing.T) {
+	r := startRelay(t, nil)
+	bob := newClient(t, testConfig(t.TempDir(), addrs(r)))
+	alice := newClient(t, testConfig(t.TempDir(), addrs(r)))
+	carol := newClient(t, testConfig(t.TempDir(), addrs(r)))
+	bobAtAlice := introduce(t, alice, bob)
+	bobAtCarol := introduce(t, carol, bob)
+	for i := 1; i <= 20; i++ {
+		sendAll(t, alice, bobAtAlice, msgs("a", i, i))
+		sendAll(t, carol, bobAtCarol, msgs("c", i, i))
+	}
+	aliceAtBob, carolAtBob := contactOf(t, bob, alice), contactOf(t, bob, carol)
+	waitBodies(t, bob, aliceAtBob, client.Incoming, msgs("a", 1, 20))
+	waitBodies(t, bob, carolAtBob, client.Incoming, msgs("c", 1, 20))
+	for i := 1; i <= 10; i++ {
+		sendAll(t, bob, aliceAtBob, msgs("ba", i, i))
+		sendAll(t, bob, carolAtBob, msgs("bc", i, i))
+		sendAll(t, alice, bobAtAlice, msgs("a", 20+i, 20+i))
+	}
+	waitBodies(t, alice, bobAtAlice, client.Incoming, msgs("ba", 1, 10))
+	waitBodies(t, carol, bobAtCarol, client.Incoming, msgs("bc", 1, 10))
+	waitBodies(t, bob, aliceAtBob, client.Incoming, msgs("a", 1, 30))
+}
+
+// Relays that require postage get it: the outbox solves the advertised
+// difficulty before depositing.
+func TestClientPostage(t *testing.T) {
+	r := startRelay(t, func(c *relay.Config) { c.PostageDifficulty = 10 })
+	alice := newClient(t, testConfig(t.TempDir(), addrs(r)))
+	bob := newClient(t, testConfig(t.TempDir(), addrs(r)))
+	bobAtAlice := introduce(t, alice, bob)
+	ids := sendAll(t, alice, bobAtAlice, msgs("a", 1, 3))
+	aliceAtBob := contactOf(t, bob, alice)
+	waitBodies(t, bob, aliceAtBob, client.Incoming, msgs("a", 1, 3))
+	sendAll(t, bob, aliceAtBob, []string{"b"})
+	waitBodies(t, alice, bobAtAlice, client.Incoming, []string{"b"})
+	for _, id := range ids {
+		waitFor(t, "delivered", func() bool { return status(t, alice, id) == client.StatusDelivered })
+	}
+}
