@@ -189,8 +189,61 @@ func (c *Client) syncRound(ctx context.Context, replicas []peer.ID) error {
 	if ok == 0 {
 		return ErrNoRelay
 	}
+	c.retryPending()
 	c.checkGaps(start)
 	return nil
+}
+
+// notedHolesLocked updates when the holes of the conversations a batch
+// touched were noticed, and reports whether a new one appeared.
+func (c *Client) notedHolesLocked(b *batch) bool {
+	newHole := false
+	for id := range b.recvs {
+		r := c.recv[id]
+		switch {
+		case len(r.above) == 0:
+			r.holeSinceMs = 0
+		case r.holeSinceMs == 0 || r.next != b.nexts[id]:
+			r.holeSinceMs = uint64(b.now.UnixMilli())
+			newHole = true
+		}
+	}
+	return newHole
+}
+
+// retryPending tries the pending entries again (after a sync round: the
+// sessions may have moved on since they arrived).
+func (c *Client) retryPending() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.pending == 0 {
+		return
+	}
+	b := &batch{
+		now:      c.now(),
+		seen:     map[wire.CID]bool{},
+		sessions: map[*sessionRec]bool{},
+		contacts: map[ContactID]bool{},
+		recvs:    map[ContactID]bool{},
+		nexts:    map[ContactID]uint64{},
+		msgs:     map[string]*msgRec{},
+	}
+	err := c.db.update(func(tx kvTx) error {
+		if err := c.retryPendingLocked(tx, b); err != nil {
+			return err
+		}
+		c.notedHolesLocked(b)
+		return c.flushBatchLocked(tx, b)
+	})
+	if err != nil {
+		c.log.Error("retry pending entries", "err", err)
+		c.reloadLocked()
+		return
+	}
+	for _, k := range b.done {
+		c.delOutLocked(k)
+	}
+	c.emit(b.evs...)
 }
 
 // syncRelay reads everything relay has that the cursor does not cover,
@@ -312,16 +365,7 @@ func (c *Client) ingest(entries []rpc.Entry, watermarks []wire.Position) ([]wire
 				return err
 			}
 		}
-		for id := range b.recvs {
-			r := c.recv[id]
-			switch {
-			case len(r.above) == 0:
-				r.holeSinceMs = 0
-			case r.holeSinceMs == 0 || r.next != b.nexts[id]:
-				r.holeSinceMs = uint64(b.now.UnixMilli())
-				newHole = true
-			}
-		}
+		newHole = c.notedHolesLocked(b)
 		if watermarks != nil {
 			for _, w := range watermarks {
 				if err := c.cursor.Advance(w.Origin, w.Seq); err != nil {
