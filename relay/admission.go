@@ -28,6 +28,7 @@ type peerState struct {
 	deposit *rate.Limiter
 	request *rate.Limiter
 	streams int
+	subs    int // live subscriptions (the connection is protected while > 0)
 }
 
 func newAdmission(c *Config) *admission {
@@ -69,6 +70,22 @@ func (a *admission) releaseStream(p peer.ID) {
 	a.mu.Unlock()
 }
 
+// addSub counts a subscription of p and reports whether it is the first.
+func (a *admission) addSub(ps *peerState) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ps.subs++
+	return ps.subs == 1
+}
+
+// dropSub uncounts a subscription and reports whether it was the last.
+func (a *admission) dropSub(ps *peerState) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ps.subs--
+	return ps.subs == 0
+}
+
 // take takes one token from lim at now; if none is available it takes
 // nothing and says how long until one is.
 func take(lim *rate.Limiter, now time.Time) (ok bool, retryAfter time.Duration) {
@@ -90,7 +107,7 @@ func (a *admission) sweep(now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for p, ps := range a.peers {
-		if ps.streams == 0 &&
+		if ps.streams == 0 && ps.subs == 0 &&
 			ps.deposit.TokensAt(now) >= float64(a.depositBurst) &&
 			ps.request.TokensAt(now) >= float64(a.requestBurst) {
 			delete(a.peers, p)

@@ -217,6 +217,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 				_ = n.host.Close()
 			}
 			_ = st.Close()
+			n.mu.Lock()
+			n.dht, n.host, n.store = nil, nil, nil
+			n.mu.Unlock()
 		}
 	}()
 	n.mu.Lock()

@@ -200,10 +200,17 @@ func (n *Node) serveSubscribe(in *inbound) {
 	defer n.hub.remove(sub)
 	n.m.subscribers.Inc()
 	defer n.m.subscribers.Dec()
-	// Keep the connection through the connection manager's trims.
-	tag := "cairn-subscribe"
-	n.host.ConnManager().Protect(in.peer, tag)
-	defer n.unprotect(in, tag)
+	// Keep the connection through the connection manager's trims while
+	// the peer has a subscription.
+	const tag = "cairn-subscribe"
+	if n.adm.addSub(in.ps) {
+		n.host.ConnManager().Protect(in.peer, tag)
+	}
+	defer func() {
+		if n.adm.dropSub(in.ps) {
+			n.host.ConnManager().Unprotect(in.peer, tag)
+		}
+	}()
 
 	if err := f.Write(&pb.SubscribeEvent{Status: pb.Status_STATUS_OK}, n.cfg.WriteTimeout); err != nil {
 		_ = in.s.Reset()
@@ -219,20 +226,6 @@ func (n *Node) serveSubscribe(in *inbound) {
 	}()
 	n.pushLoop(in, f, sub, peerDone)
 	<-peerDone
-}
-
-// unprotect drops the connection manager's protection when the peer has no
-// other subscription.
-func (n *Node) unprotect(in *inbound, tag string) {
-	// Protect is not counted; keep it while any stream of the peer is
-	// open (the peer's admission state counts them).
-	n.adm.mu.Lock()
-	ps := n.adm.peers[in.peer]
-	others := ps != nil && ps.streams > 1
-	n.adm.mu.Unlock()
-	if !others {
-		n.host.ConnManager().Unprotect(in.peer, tag)
-	}
 }
 
 // pushLoop writes the subscriber's queue until the subscription ends.

@@ -63,7 +63,8 @@ func (d *DepositCall) Wait(ctx context.Context) (*DepositResult, error) {
 // answers, which arrive in request order. It is safe for concurrent use.
 // A stream that fails fails every deposit in flight; the caller opens a new
 // one and sends them again (a deposit is idempotent: the relay answers a
-// known CID with Duplicate).
+// known CID with Duplicate). Close (or Reset) must be called to release the
+// stream and its two goroutines.
 type DepositStream struct {
 	c     *Client
 	relay peer.ID

@@ -41,7 +41,9 @@ type Subscription struct {
 
 // Subscribe subscribes to the key's mailbox on relay. It returns once the
 // relay has accepted the subscription (or refused it: *Error with BUSY,
-// RATE_LIMITED, AUTH_…). Subscribe before syncing, so nothing falls between.
+// RATE_LIMITED, AUTH_…). ctx bounds the handshake; the subscription lasts
+// until Close (which must be called) or the relay ends it. Subscribe before
+// syncing, so nothing falls between.
 func (c *Client) Subscribe(ctx context.Context, relay peer.ID, key ed25519.PrivateKey) (*Subscription, error) {
 	if len(key) != ed25519.PrivateKeySize {
 		return nil, fmt.Errorf("subscribe: mailbox key: %w", wire.ErrMalformed)
