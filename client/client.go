@@ -598,8 +598,9 @@ func (c *Client) emit(evs ...Event) {
 // Start goes online: it starts a libp2p host (dialing out only) with the
 // DHT in client mode, connects to the bootstrap relays, and runs the
 // sender (outbox), the receiver (live subscription and sync) and prekey
-// replenishment in the background until Close. ctx bounds only the start
-// itself.
+// replenishment in the background until Close. Start does not wait for
+// any relay (a client starts offline as well as online); ctx is not
+// retained.
 func (c *Client) Start(ctx context.Context) error {
 	c.startMu.Lock()
 	defer c.startMu.Unlock()

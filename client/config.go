@@ -50,7 +50,9 @@ type Config struct {
 	// message contents are never logged.
 	Logger *slog.Logger
 	// Now is the clock (envelope expiries, auth proofs, retry schedule);
-	// nil means time.Now. Message order never depends on it.
+	// nil means time.Now. Message order never depends on it. Auth proofs
+	// carry it, so it must stay within 60 s of the relays' clocks
+	// (SPEC.md §8).
 	Now func() time.Time
 	// Rand is the randomness of every key, nonce and jitter; nil means
 	// crypto/rand. Tests may inject a deterministic reader.
