@@ -215,3 +215,55 @@ func TestRelayPrekeys(t *testing.T) {
 		t.Fatalf("too many prekeys: %v %v", resp.Status, err)
 	}
 }
+
+// TestRelayPrekeysDurable: prekeys survive a restart, and one handed out
+// before it is not handed out again.
+func TestRelayPrekeysDurable(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Identity = newIdentity(t)
+	key, mb := mailboxKey(t)
+	var recs [][]byte
+	for id := range uint32(3) {
+		k, _ := ecdh.X25519().GenerateKey(rand.Reader)
+		p, err := ratchet.SignOneTimePrekey(key, ratchet.KindX25519, id+1, k.PublicKey().Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, p.Marshal())
+	}
+	run := func(f func(c *rpc.Client, n *Node)) {
+		n, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		f(newClient(t, n), n)
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(func(c *rpc.Client, n *Node) {
+		if _, err := c.UploadPrekeys(ctxT(t), n.ID(), key, recs); err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.FetchPrekeys(ctxT(t), n.ID(), mb)
+		if err != nil || string(got.X25519) != string(recs[0]) {
+			t.Fatalf("first fetch: %v", err)
+		}
+	})
+	run(func(c *rpc.Client, n *Node) {
+		// Re-uploading the handed-out prekey does not bring it back.
+		counts, err := c.UploadPrekeys(ctxT(t), n.ID(), key, recs[:1])
+		if err != nil || counts.X25519 != 2 {
+			t.Fatalf("after restart: %+v %v", counts, err)
+		}
+		for i := 1; i < 3; i++ {
+			got, err := c.FetchPrekeys(ctxT(t), n.ID(), mb)
+			if err != nil || string(got.X25519) != string(recs[i]) {
+				t.Fatalf("fetch %d after restart: %v", i, err)
+			}
+		}
+	})
+}

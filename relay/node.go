@@ -225,7 +225,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.mu.Lock()
 	n.store = st
 	n.mu.Unlock()
-	n.prekeys = newPrekeyStore(st)
+	n.prekeys = st
 
 	rm := n.cfg.ResourceManager
 	if rm == nil {

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/cairn-net/cairn/ratchet"
 	"github.com/cairn-net/cairn/rpc"
@@ -27,107 +26,23 @@ import (
 // prekeyKinds are the one-time prekey kinds a relay stores, in answer order.
 var prekeyKinds = [2]ratchet.PrekeyKind{ratchet.KindX25519, ratchet.KindMLKEM768}
 
-// prekeyRecord is one stored one-time prekey.
-type prekeyRecord struct {
-	ID     uint32
-	Record []byte // the exact §15.2 encoding uploaded
-}
-
-// prekeyStore keeps one-time prekeys. put adds records (dropping
-// duplicates by ID and anything beyond max) and returns how many the
+// prekeyStore keeps one-time prekeys durably (package store's PutPrekeys
+// and TakePrekey satisfy it). put adds records of one kind (dropping IDs it
+// holds or handed out, and anything beyond max) and returns how many the
 // mailbox holds of that kind; put with no records only counts. take removes
-// one (nil when none is left). Both are durable before they return.
+// the oldest (nil when none is left).
 type prekeyStore interface {
-	put(ctx context.Context, mb wire.Mailbox, kind ratchet.PrekeyKind, recs []prekeyRecord, max int) (remaining int, err error)
-	take(ctx context.Context, mb wire.Mailbox, kind ratchet.PrekeyKind) (record []byte, remaining int, err error)
+	PutPrekeys(ctx context.Context, mb wire.Mailbox, kind uint8, recs []store.RelayPrekey, max int) (remaining int, err error)
+	TakePrekey(ctx context.Context, mb wire.Mailbox, kind uint8) (record []byte, remaining int, err error)
 }
 
-// newPrekeyStore returns the prekey storage of the node.
-//
-// The durable prekey storage belongs in package store ((*store.Log).
-// PutPrekeys / TakePrekey); until it exists the relay keeps prekeys in
-// memory, bounded by maxPrekeyBytes, and they do not survive a restart.
-func newPrekeyStore(*store.Log) prekeyStore {
-	return &memPrekeys{boxes: make(map[wire.Mailbox]*prekeyBox)}
-}
-
-// maxPrekeyBytes bounds the memory of the in-memory prekey store.
-const maxPrekeyBytes = 64 << 20
-
-// memPrekeys is the in-memory prekeyStore.
-type memPrekeys struct {
-	mu    sync.Mutex
-	bytes int
-	boxes map[wire.Mailbox]*prekeyBox
-}
-
-type prekeyBox struct {
-	kinds [2][]prekeyRecord // by index in prekeyKinds, oldest first
-}
+var _ prekeyStore = (*store.Log)(nil)
 
 func kindIndex(k ratchet.PrekeyKind) int {
 	if k == ratchet.KindMLKEM768 {
 		return 1
 	}
 	return 0
-}
-
-func (m *memPrekeys) put(_ context.Context, mb wire.Mailbox, kind ratchet.PrekeyKind, recs []prekeyRecord, max int) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	box := m.boxes[mb]
-	if box == nil {
-		if len(recs) == 0 {
-			return 0, nil
-		}
-		box = &prekeyBox{}
-		m.boxes[mb] = box
-	}
-	list := box.kinds[kindIndex(kind)]
-	for _, r := range recs {
-		if len(list) >= max {
-			break
-		}
-		dup := false
-		for _, have := range list {
-			if have.ID == r.ID {
-				dup = true
-				break
-			}
-		}
-		if dup {
-			continue
-		}
-		if m.bytes+len(r.Record) > maxPrekeyBytes {
-			return len(list), fmt.Errorf("prekey storage full: %w", wire.ErrStorageFull)
-		}
-		m.bytes += len(r.Record)
-		list = append(list, prekeyRecord{ID: r.ID, Record: append([]byte(nil), r.Record...)})
-	}
-	box.kinds[kindIndex(kind)] = list
-	return len(list), nil
-}
-
-func (m *memPrekeys) take(_ context.Context, mb wire.Mailbox, kind ratchet.PrekeyKind) ([]byte, int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	box := m.boxes[mb]
-	if box == nil {
-		return nil, 0, nil
-	}
-	i := kindIndex(kind)
-	list := box.kinds[i]
-	if len(list) == 0 {
-		return nil, 0, nil
-	}
-	r := list[0]
-	list[0] = prekeyRecord{}
-	box.kinds[i] = list[1:]
-	m.bytes -= len(r.Record)
-	if len(box.kinds[0]) == 0 && len(box.kinds[1]) == 0 {
-		delete(m.boxes, mb)
-	}
-	return r.Record, len(box.kinds[i]), nil
 }
 
 func (n *Node) servePrekeys(in *inbound) {
@@ -179,7 +94,7 @@ func (n *Node) prekeyUpload(a *pb.Authenticated) (*pb.PrekeyResponse, error) {
 	}
 	var signer [32]byte
 	copy(signer[:], proof.MailboxKey[:ed25519.PublicKeySize])
-	var byKind [2][]prekeyRecord
+	var byKind [2][]store.RelayPrekey
 	for i, raw := range body.Prekeys {
 		p, err := ratchet.ParseOneTimePrekey(raw)
 		if err != nil {
@@ -189,11 +104,11 @@ func (n *Node) prekeyUpload(a *pb.Authenticated) (*pb.PrekeyResponse, error) {
 			return nil, prekeyErr(i, err)
 		}
 		k := kindIndex(p.Kind)
-		byKind[k] = append(byKind[k], prekeyRecord{ID: p.ID, Record: raw})
+		byKind[k] = append(byKind[k], store.RelayPrekey{ID: p.ID, Record: raw})
 	}
 	resp := &pb.PrekeyResponse{Status: pb.Status_STATUS_OK}
 	for k, kind := range prekeyKinds {
-		remaining, err := n.prekeys.put(n.workCtx, mb, kind, byKind[k], n.cfg.MaxStoredPrekeys)
+		remaining, err := n.prekeys.PutPrekeys(n.workCtx, mb, uint8(kind), byKind[k], n.cfg.MaxStoredPrekeys)
 		if err != nil {
 			if wire.StatusOf(err) == pb.Status_STATUS_INTERNAL {
 				err = fmt.Errorf("prekeys: %v: %w", err, wire.ErrInternal)
@@ -216,7 +131,7 @@ func (n *Node) prekeyFetch(req *pb.PrekeyFetch) (*pb.PrekeyResponse, error) {
 	}
 	resp := &pb.PrekeyResponse{Status: pb.Status_STATUS_OK}
 	for k, kind := range prekeyKinds {
-		rec, remaining, err := n.prekeys.take(n.workCtx, mb, kind)
+		rec, remaining, err := n.prekeys.TakePrekey(n.workCtx, mb, uint8(kind))
 		if err != nil {
 			return nil, fmt.Errorf("prekeys: %v: %w", err, wire.ErrInternal)
 		}
