@@ -1,6 +1,9 @@
 package ratchet
 
 import (
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/mlkem"
 	crand "crypto/rand"
 	"fmt"
 	"slices"
@@ -115,4 +118,107 @@ func BenchmarkRatioToBound(b *testing.B) {
 			})
 		})
 	}
+}
+
+// handshakeBound performs the public-key operations a handshake with both
+// one-time prekeys cannot avoid, as counted in BENCHMARKS.md: 15 X25519
+// scalar multiplications (7 by the initiator, 8 by the responder, key
+// generation included), one ML-KEM-768 encapsulation, one decapsulation
+// and one decapsulation-key expansion (the one-time KEM prekey), and four
+// Ed25519 verifications (bundle, two one-time prekeys, identity signature).
+func handshakeBound(b *testing.B) func() {
+	p := newParty(b, crand.Reader)
+	dk, err := mlkem.GenerateKey768()
+	if err != nil {
+		b.Fatal(err)
+	}
+	seed := dk.Bytes()
+	ek := dk.EncapsulationKey()
+	msg := []byte("a signed message of about the size of a bundle")
+	sig := ed25519.Sign(p.id.sign, msg)
+	pub := p.id.sign.Public().(ed25519.PublicKey)
+	priv := [32]byte{1}
+	peer := p.id.dh.PublicKey().Bytes()
+	return func() {
+		for range 15 {
+			k, _ := ecdh.X25519().NewPrivateKey(priv[:]) // one scalar multiplication
+			_ = k
+		}
+		_, ct := ek.Encapsulate()
+		k2, _ := mlkem.NewDecapsulationKey768(seed)
+		if _, err := k2.Decapsulate(ct); err != nil {
+			b.Fatal(err)
+		}
+		for range 4 {
+			if !ed25519.Verify(pub, msg, sig) {
+				b.Fatal("verify")
+			}
+		}
+		_ = peer
+	}
+}
+
+// BenchmarkRatioHandshake reports the median of a whole handshake
+// (Initiate, the first Encrypt, Respond, with both one-time prekeys) next
+// to the median of the public-key operations it cannot avoid.
+func BenchmarkRatioHandshake(b *testing.B) {
+	a, r := newParty(b, crand.Reader), newParty(b, crand.Reader)
+	bundle := r.keys.Bundle()
+	bound := handshakeBound(b)
+	var dh, kem *OneTimePrekey
+	pairedMedians(b, "handshake", "bound", func() {
+		s, err := Initiate(crand.Reader, a.id, bundle, dh, kem)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m, err := s.Encrypt(crand.Reader, make([]byte, 256))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := r.keys.Respond(crand.Reader, m); err != nil {
+			b.Fatal(err)
+		}
+	}, bound, func() { dh, kem = r.otps(b, crand.Reader) })
+}
+
+// BenchmarkRatioPingPong reports the median of one message that starts a
+// DH ratchet step (encrypt and decrypt) next to its bound: three X25519
+// multiplications (DH, key generation, DH), two root KDFs and the
+// one-message bound.
+func BenchmarkRatioPingPong(b *testing.B) {
+	alice, bob := benchPair(b)
+	pt := make([]byte, 256)
+	var rk, dh, ck, hk [32]byte
+	nonce := make([]byte, nonceSize)
+	hdr := make([]byte, headerSize)
+	ad := make([]byte, bodyADSize)
+	priv := [32]byte{1}
+	i := 0
+	pairedMedians(b, "message", "bound", func() {
+		from, to := alice, bob
+		if i%2 == 1 {
+			from, to = bob, alice
+		}
+		m, err := from.Encrypt(crand.Reader, pt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := to.Decrypt(crand.Reader, m); err != nil {
+			b.Fatal(err)
+		}
+	}, func() {
+		for range 3 {
+			k, _ := ecdh.X25519().NewPrivateKey(priv[:])
+			_ = k
+		}
+		rootStep(&rk, &dh)
+		rootStep(&rk, &dh)
+		mk, next := chainStep(&ck)
+		ck = next
+		o := seal(&hk, nil, nonce, hdr, ad[:headerADSize])
+		seal(&mk, o, nonce, pt, ad)
+		mk2, _ := chainStep(&ck)
+		open(&hk, nil, nonce, o[:encHeaderSize], ad[:headerADSize])
+		open(&mk2, nil, nonce, o[encHeaderSize:], ad)
+	}, func() { i++ })
 }

@@ -437,8 +437,11 @@ func skipKeys(ck *[keySize]byte, from, to uint32) []skippedKey {
 func (s *Session) commit(p *plan) {
 	if p.delChain >= 0 {
 		c := &s.chains[p.delChain]
-		clear(c.keys[p.delKey].mk[:])
+		n := len(c.keys)
 		c.keys = append(c.keys[:p.delKey], c.keys[p.delKey+1:]...)
+		// The used key was overwritten by the shift; wipe the vacated slot,
+		// which holds a stale copy, so no key lingers in memory.
+		clear(c.keys[:n][n-1].mk[:])
 		s.nkeys--
 	}
 	if len(p.addCur) > 0 {
@@ -455,7 +458,9 @@ func (s *Session) commit(p *plan) {
 				wipeKeys(s.chains[i].keys)
 				clear(s.chains[i].hk[:])
 			}
+			n := len(s.chains)
 			s.chains = append(s.chains[:0], s.chains[drop:]...)
+			clear(s.chains[len(s.chains):n]) // stale copies of live chains
 		}
 		s.dhs = p.dhs
 	}
@@ -463,8 +468,10 @@ func (s *Session) commit(p *plan) {
 	for i := 0; s.nkeys > s.Config.maxSkippedKeys() && i < len(s.chains); i++ {
 		c := &s.chains[i]
 		n := min(len(c.keys), s.nkeys-s.Config.maxSkippedKeys())
+		old := len(c.keys)
 		wipeKeys(c.keys[:n])
 		c.keys = append(c.keys[:0], c.keys[n:]...)
+		wipeKeys(c.keys[len(c.keys):old]) // stale copies after the shift
 		s.nkeys -= n
 	}
 	s.core = p.core
