@@ -84,13 +84,13 @@ const (
 // meanwhile, up to the limits. Writers whose results were just delivered
 // need a moment to submit again, so without help batches alternate between
 // two halves of the writers. The loop therefore lingers: if fewer ops are
-// queued than the last two batches held together (an estimate of the
-// writers in play), it waits for more, at most an eighth of the last
+// queued than the last batch held (the writers just answered, who are
+// likely to come back), it waits for more, at most a quarter of the last
 // commit's duration. A lone writer (batches of one) never waits.
 func (l *Log) run() {
 	defer close(l.commitDone)
 	var carry *op
-	prev, prev2 := 0, 0
+	prev := 0
 	var lastCommit time.Duration
 	var timer *time.Timer
 	for {
@@ -108,7 +108,7 @@ func (l *Log) run() {
 			heavy++
 		}
 		stop := false
-		target := min(prev+prev2, l.batch)
+		target := min(prev, l.batch)
 		var deadline <-chan time.Time
 	drain:
 		for len(batch) < l.batch {
@@ -116,11 +116,11 @@ func (l *Log) run() {
 			select {
 			case o = <-l.reqs:
 			default:
-				if len(batch) >= target || target <= 2 || lastCommit <= 0 {
+				if len(batch) >= target || target <= 1 || lastCommit <= 0 {
 					break drain
 				}
 				if deadline == nil {
-					d := min(lastCommit/8, 2*time.Millisecond)
+					d := min(lastCommit/4, 2*time.Millisecond)
 					if timer == nil {
 						timer = time.NewTimer(d)
 					} else {
@@ -157,7 +157,7 @@ func (l *Log) run() {
 		start := time.Now()
 		l.commit(batch)
 		lastCommit = time.Since(start)
-		prev2, prev = prev, len(batch)
+		prev = len(batch)
 		if stop {
 			return
 		}
@@ -177,6 +177,7 @@ type batchCtx struct {
 	inBatch map[[32]byte]*pendingAppend
 	recon   []reconOp
 	stored  []StoredEntry
+	dues    map[[2]uint64][][32]byte // (due, mbid) → digests
 	dups    []*op
 }
 
@@ -335,6 +336,9 @@ func (b *batchCtx) finish() error {
 			p.op.appendRes = AppendResult{Receipt: s, Fate: FateStored}
 			b.stored = append(b.stored, StoredEntry{Envelope: p.env, Stamp: s})
 		}
+	}
+	if err := b.writeDues(); err != nil {
+		return err
 	}
 	for mb := range b.mbs {
 		r := mailboxRec{addr: mb.addr, entries: mb.entries, bytes: mb.bytes, tombstones: mb.tombstones}
@@ -541,9 +545,7 @@ func (b *batchCtx) addLive(mb *mbox, oid uint32, seq uint64, d [32]byte, exp uin
 	if err := b.set(fateKey(mb.id, d), f.encode(), kindFate, b.retain(exp), markSlack); err != nil {
 		return err
 	}
-	if err := b.txn.Set(dueKey(exp, mb.id, d), nil); err != nil {
-		return err
-	}
+	b.addDue(exp, mb.id, d)
 	mb.entries++
 	mb.bytes += size
 	b.l.st.entries.Add(1)
@@ -695,9 +697,7 @@ func (b *batchCtx) expireEntry(mb *mbox, r fateRec, d [32]byte, evicted bool) er
 		if err := b.set(k, mark.encode(), kindExpiredMark, b.retain(r.expiry), markSlack); err != nil {
 			return err
 		}
-		if err := b.txn.Set(dueKey(uint64(b.retain(r.expiry)), mb.id, d), nil); err != nil {
-			return err
-		}
+		b.addDue(uint64(b.retain(r.expiry)), mb.id, d)
 	} else if err := b.txn.Delete(k); err != nil {
 		return err
 	}
@@ -994,9 +994,7 @@ func (b *batchCtx) doTombstones(o *op) error {
 		if err := b.set(fateKey(mb.id, d), f.encode(), kindFate, b.retain(t.Expiry), markSlack); err != nil {
 			return err
 		}
-		if err := b.txn.Set(dueKey(t.Expiry, mb.id, d), nil); err != nil {
-			return err
-		}
+		b.addDue(t.Expiry, mb.id, d)
 		mb.tombstones++
 		l.st.tombstones.Add(1)
 		b.touch(mb)
@@ -1023,28 +1021,73 @@ func (b *batchCtx) doAdopt(o *op) error {
 	return nil
 }
 
+// addDue schedules the sweep to look at digest d of mailbox mbid at due.
+// The commit writes one X record per (due, mailbox).
+func (b *batchCtx) addDue(due uint64, mbid uint32, d [32]byte) {
+	k := [2]uint64{due, uint64(mbid)}
+	if b.dues == nil {
+		b.dues = map[[2]uint64][][32]byte{}
+	}
+	b.dues[k] = append(b.dues[k], d)
+}
+
+func (b *batchCtx) writeDues() error {
+	l := b.l
+	for k, ds := range b.dues {
+		for len(ds) > 0 {
+			n := min(len(ds), l.chunk)
+			l.nextDue++
+			if err := b.txn.Set(dueKey(k[0], uint32(k[1]), l.nextDue), encodeDue(ds[:n])); err != nil {
+				return err
+			}
+			ds = ds[n:]
+		}
+	}
+	return nil
+}
+
 func (b *batchCtx) doSweep(o *op) error {
 	l := b.l
-	var keys [][]byte
-	it := b.txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte{pDue}})
+	type dueRec struct {
+		key []byte
+		ds  [][32]byte
+	}
+	var recs []dueRec
+	total := 0
+	it := b.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{pDue}})
 	end := binary.BigEndian.AppendUint64([]byte{pDue}, uint64(b.now)+1)
 	for it.Seek([]byte{pDue}); it.Valid(); it.Next() {
-		k := it.Item().Key()
+		k := it.Item().KeyCopy(nil)
 		if string(k) >= string(end) {
 			break
 		}
-		if len(keys) >= l.chunk {
+		var ds [][32]byte
+		err := it.Item().Value(func(v []byte) error {
+			var err error
+			ds, err = decodeDue(k, v)
+			return err
+		})
+		if errors.Is(err, ErrCorrupt) {
+			l.st.corrupt.Add(1)
+			l.log.Error("store: corrupt expiry record dropped", "err", err)
+			ds = nil
+		} else if err != nil {
+			it.Close()
+			return err
+		}
+		if len(recs) > 0 && total+len(ds) > l.chunk {
 			o.more = true
 			break
 		}
-		keys = append(keys, it.Item().KeyCopy(nil))
+		recs = append(recs, dueRec{key: k, ds: ds})
+		total += len(ds)
 	}
 	it.Close()
-	for _, k := range keys {
-		if err := b.txn.Delete(k); err != nil {
+	for _, rec := range recs {
+		if err := b.txn.Delete(rec.key); err != nil {
 			return err
 		}
-		due, mbid, d, ok := parseDueKey(k)
+		due, mbid, ok := parseDueKey(rec.key)
 		if !ok {
 			continue
 		}
@@ -1052,51 +1095,58 @@ func (b *batchCtx) doSweep(o *op) error {
 		if mb == nil {
 			continue
 		}
-		r, ok, err := b.fate(mbid, d)
-		if err != nil {
-			return err
-		}
-		if !ok || int64(r.expiry) > b.now {
-			continue
-		}
-		ek := entryKey(mbid, r.origin, r.seq)
-		switch r.fate {
-		case FateStored:
-			if err := b.expireEntry(mb, r, d, false); err != nil {
+		for _, d := range rec.ds {
+			if err := b.sweepOne(o, mb, due, d); err != nil {
 				return err
 			}
-			o.count++
-		case FateAcked:
-			if due < r.expiry {
-				continue
+		}
+	}
+	return nil
+}
+
+// sweepOne handles one digest whose wake-up time due has come.
+func (b *batchCtx) sweepOne(o *op, mb *mbox, due uint64, d [32]byte) error {
+	l := b.l
+	r, ok, err := b.fate(mb.id, d)
+	if err != nil {
+		return err
+	}
+	if !ok || int64(r.expiry) > b.now {
+		return nil
+	}
+	ek := entryKey(mb.id, r.origin, r.seq)
+	switch r.fate {
+	case FateStored:
+		if err := b.expireEntry(mb, r, d, false); err != nil {
+			return err
+		}
+		o.count++
+	case FateAcked:
+		if due < r.expiry {
+			return nil
+		}
+		mb.tombstones--
+		l.st.tombstones.Add(-1)
+		b.touch(mb)
+		b.recon = append(b.recon, reconOp{mb: mb, set: SetTombstones, d: d})
+		if b.needsPlaceholder(mb, r.origin, r.seq) {
+			mark := entryRec{kind: kindExpiredMark, digest: d, expiry: r.expiry, size: r.size}
+			if err := b.set(ek, mark.encode(), kindExpiredMark, b.retain(r.expiry), markSlack); err != nil {
+				return err
 			}
-			mb.tombstones--
-			l.st.tombstones.Add(-1)
-			b.touch(mb)
-			b.recon = append(b.recon, reconOp{mb: mb, set: SetTombstones, d: d})
-			if b.needsPlaceholder(mb, r.origin, r.seq) {
-				mark := entryRec{kind: kindExpiredMark, digest: d, expiry: r.expiry, size: r.size}
-				if err := b.set(ek, mark.encode(), kindExpiredMark, b.retain(r.expiry), markSlack); err != nil {
-					return err
-				}
-				if err := b.txn.Set(dueKey(uint64(b.retain(r.expiry)), mbid, d), nil); err != nil {
-					return err
-				}
-			} else if err := b.txn.Delete(ek); err != nil {
+			b.addDue(uint64(b.retain(r.expiry)), mb.id, d)
+		} else if err := b.txn.Delete(ek); err != nil {
+			return err
+		}
+		o.count2++
+	case FateExpired:
+		if b.retain(r.expiry) <= b.now || !b.needsPlaceholder(mb, r.origin, r.seq) {
+			if err := b.txn.Delete(ek); err != nil {
 				return err
 			}
 			o.count2++
-		case FateExpired:
-			if b.retain(r.expiry) <= b.now || !b.needsPlaceholder(mb, r.origin, r.seq) {
-				if err := b.txn.Delete(ek); err != nil {
-					return err
-				}
-				o.count2++
-			} else if int64(due) < b.retain(r.expiry) {
-				if err := b.txn.Set(dueKey(uint64(b.retain(r.expiry)), mbid, d), nil); err != nil {
-					return err
-				}
-			}
+		} else if int64(due) < b.retain(r.expiry) {
+			b.addDue(uint64(b.retain(r.expiry)), mb.id, d)
 		}
 	}
 	return nil

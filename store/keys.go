@@ -13,7 +13,9 @@ import "encoding/binary"
 //	'K' mbid(4) oid(4)                 known_through of (mailbox, origin)
 //	'E' mbid(4) oid(4) seq(8)          entry, tombstone mark or expired mark
 //	'C' mbid(4) digest(32)             fate of a CID (the dedup index)
-//	'X' due(8) mbid(4) digest(32)      sweep wake-up (empty value)
+//	'X' due(8) mbid(4) uniq(8)         sweep wake-up: the digests of one
+//	                                   commit's entries of one mailbox due
+//	                                   then (one record for many entries)
 //	'B' batch(8)                       signed receipt batch
 //
 // A sync page is one seek per origin to E‖mbid‖oid‖cursor+1 and a forward
@@ -77,21 +79,21 @@ func fateKey(mbid uint32, d [32]byte) []byte {
 	return append(fatePrefix(mbid), d[:]...)
 }
 
-const dueKeyLen = 45
+const dueKeyLen = 21
 
-func dueKey(due uint64, mbid uint32, d [32]byte) []byte {
+func dueKey(due uint64, mbid uint32, uniq uint64) []byte {
 	b := make([]byte, 0, dueKeyLen)
 	b = append(b, pDue)
 	b = binary.BigEndian.AppendUint64(b, due)
 	b = binary.BigEndian.AppendUint32(b, mbid)
-	return append(b, d[:]...)
+	return binary.BigEndian.AppendUint64(b, uniq)
 }
 
-func parseDueKey(k []byte) (due uint64, mbid uint32, d [32]byte, ok bool) {
+func parseDueKey(k []byte) (due uint64, mbid uint32, ok bool) {
 	if len(k) != dueKeyLen || k[0] != pDue {
-		return 0, 0, d, false
+		return 0, 0, false
 	}
-	return binary.BigEndian.Uint64(k[1:]), binary.BigEndian.Uint32(k[9:]), [32]byte(k[13:]), true
+	return binary.BigEndian.Uint64(k[1:]), binary.BigEndian.Uint32(k[9:]), true
 }
 
 func batchKey(id uint64) []byte {

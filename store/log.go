@@ -75,6 +75,7 @@ type Log struct {
 	holes     map[[2]uint32]uint64 // (mbid, oid) → lowest corrupt seq met; holesMu
 	nextMBID  uint32
 	nextBatch uint64
+	nextDue   uint64 // uniq part of X keys: wall-clock nanoseconds at open, then +1
 
 	st    counters
 	trees treeCache
@@ -186,6 +187,7 @@ func OpenLog(opts LogOptions) (*Log, error) {
 		prekeys:    make(map[[2]uint32]*prekeyCount),
 		nextMBID:   1,
 		nextBatch:  1,
+		nextDue:    uint64(time.Now().UnixNano()),
 	}
 	// Badger refuses a transaction above 15% of a memtable in bytes, or
 	// that divided by its skiplist node size in count; each entry an op

@@ -333,3 +333,35 @@ func encodeBytes(kind byte, v []byte) []byte {
 func decodeBytes(key, b []byte, kind byte) ([]byte, error) {
 	return open(key, b, kind)
 }
+
+// encodeDue and decodeDue: an X record, the digests due at one time in one
+// mailbox from one commit.
+//
+//	n(2) ‖ digests(32·n)
+func encodeDue(ds [][32]byte) []byte {
+	b := make([]byte, hdrLen, hdrLen+2+32*len(ds))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(ds)))
+	for i := range ds {
+		b = append(b, ds[i][:]...)
+	}
+	return seal(b, kindDue)
+}
+
+func decodeDue(key, b []byte) ([][32]byte, error) {
+	body, err := open(key, b, kindDue)
+	if err != nil {
+		return nil, err
+	}
+	if len(body) < 2 {
+		return nil, corrupt(key, "due record of %d bytes", len(body))
+	}
+	n := int(binary.BigEndian.Uint16(body))
+	if n == 0 || len(body) != 2+32*n {
+		return nil, corrupt(key, "due record of %d digests in %d bytes", n, len(body))
+	}
+	ds := make([][32]byte, n)
+	for i := range ds {
+		ds[i] = [32]byte(body[2+32*i:])
+	}
+	return ds, nil
+}

@@ -114,6 +114,21 @@ func FuzzDecodeU64(f *testing.F) {
 	})
 }
 
+func FuzzDecodeDue(f *testing.F) {
+	f.Add(encodeDue([][32]byte{{1}, {2}}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, in := range [][]byte{b, sealedBody(b, kindDue)} {
+			ds, err := decodeDue(fuzzKey, in)
+			if err != nil {
+				continue
+			}
+			if got := encodeDue(ds); !bytes.Equal(got, in) {
+				t.Fatalf("re-encoding differs")
+			}
+		}
+	})
+}
+
 func FuzzDecodeOutbox(f *testing.F) {
 	f.Add(encodeOutbox(&OutboxEntry{ID: OutboxID{1}, Contact: "bob", Envelope: []byte("env"), Status: OutboxStored,
 		Retries: 2, Priority: 3, Receipts: [][]byte{[]byte("r1"), []byte("r2")}}))
@@ -197,6 +212,7 @@ func seedCorpus() map[string][][]any {
 	c["FuzzDecodeBatch"] = vary((&batchRec{sig: [64]byte{1}, leaves: [][32]byte{{1}, {2}, {3}}}).encode())
 	c["FuzzDecodeMailbox"] = vary((&mailboxRec{addr: wire.MailboxOf(nil), entries: 1}).encode())
 	c["FuzzDecodeU64"] = vary(encodeU64(kindKnown, 42))
+	c["FuzzDecodeDue"] = vary(encodeDue([][32]byte{{1}, {2}, {3}}))
 	c["FuzzDecodeOutbox"] = vary(encodeOutbox(&OutboxEntry{ID: OutboxID{1}, Contact: "bob", Envelope: []byte("env"),
 		Status: OutboxStored, Receipts: [][]byte{[]byte("r")}}))
 	for _, kb := range []struct {
