@@ -192,6 +192,9 @@ func (n *netState) replicaSet(ctx context.Context, mb wire.Mailbox, hints []peer
 	if len(sorted) > r {
 		sorted = sorted[:r]
 	}
+	for _, p := range sorted {
+		n.ensureAddrs(ctx, p)
+	}
 	if len(found) > 0 {
 		n.mu.Lock()
 		n.replicas[mb] = replicaEntry{peers: sorted, expires: now.Add(n.cfg.ReplicaCacheTTL)}
@@ -200,11 +203,29 @@ func (n *netState) replicaSet(ctx context.Context, mb wire.Mailbox, hints []peer
 	return sorted
 }
 
-// notReplica handles a NOT_REPLICA answer: the cached set is dropped, and
-// the peers the relay named are tried first next time.
+// ensureAddrs looks a relay's addresses up in the DHT when the peerstore
+// has none (a peer named by NOT_REPLICA, or one whose addresses expired).
+func (n *netState) ensureAddrs(ctx context.Context, p peer.ID) {
+	if len(n.host.Peerstore().Addrs(p)) > 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
+	defer cancel()
+	ai, err := n.dht.FindPeer(ctx, p)
+	if err != nil {
+		n.log.Debug("relay address lookup", "peer", p.String(), "err", err)
+		return
+	}
+	n.host.Peerstore().AddAddrs(p, ai.Addrs, peerstore.AddressTTL)
+}
+
+// notReplica handles a NOT_REPLICA answer: the peers the relay named are
+// tried first next time (closest first), then the rest of the set as it
+// was, in case the named ones cannot be reached.
 func (n *netState) notReplica(mb wire.Mailbox, named []peer.ID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	old := n.replicas[mb].peers
 	if len(named) == 0 {
 		delete(n.replicas, mb)
 		return
@@ -213,6 +234,11 @@ func (n *netState) notReplica(mb wire.Mailbox, named []peer.ID) {
 	ps := kb.SortClosestPeers(slices.Clone(named), kb.ConvertKey(mb.DHTKey()))
 	if len(ps) > r {
 		ps = ps[:r]
+	}
+	for _, p := range old {
+		if !slices.Contains(ps, p) {
+			ps = append(ps, p)
+		}
 	}
 	n.replicas[mb] = replicaEntry{peers: ps, expires: time.Now().Add(n.cfg.ReplicaCacheTTL)}
 }

@@ -5,11 +5,13 @@ import (
 	"slices"
 	"testing"
 
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/cairn-net/cairn/client"
 	"github.com/cairn-net/cairn/relay"
+	"github.com/cairn-net/cairn/wire"
 )
 
 // startCluster starts n relays that know each other (each bootstraps from
@@ -215,4 +217,89 @@ func TestClientPostage(t *testing.T) {
 	for _, id := range ids {
 		waitFor(t, "delivered", func() bool { return status(t, alice, id) == client.StatusDelivered })
 	}
+}
+
+// refuseAll is a relay placement that takes no deposits and names other
+// replicas (NOT_REPLICA, SPEC.md §14).
+type refuseAll struct{ replicas []peer.ID }
+
+func (r refuseAll) Accepts(wire.Mailbox) (bool, []peer.ID) { return false, r.replicas }
+
+// A relay that is not a replica of the recipient's mailbox answers
+// NOT_REPLICA; the sender deposits at the replica it names, found through
+// the DHT, and the recipient syncs it from there.
+func TestClientNotReplica(t *testing.T) {
+	rs := startCluster(t, 2, nil)
+	bobCfg := testConfig(t.TempDir(), nil)
+	bob0, err := client.New(bobCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	invite, err := bob0.Invite()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb := bob0.Mailbox()
+	bob0.Close()
+
+	// The relay closest to Bob's mailbox refuses it and names the other.
+	ids := []peer.ID{rs[0].node.ID(), rs[1].node.ID()}
+	a, b := rs[0], rs[1]
+	if kb.SortClosestPeers(ids, kb.ConvertKey(mb.DHTKey()))[0] != ids[0] {
+		a, b = b, a
+	}
+	a.stop()
+	a.cfg.Placement = refuseAll{replicas: []peer.ID{b.node.ID()}}
+	a.cfg.BootstrapPeers = []peer.AddrInfo{b.node.AddrInfo()}
+	a.start()
+	waitFor(t, "relays to know each other", func() bool { return a.node.DHT().RoutingTable().Size() > 0 })
+
+	// The clients bootstrap from the refusing relay only; the DHT and the
+	// NOT_REPLICA answers lead them to the other.
+	alice := newClient(t, testConfig(t.TempDir(), addrs(a)))
+	ct, err := alice.AcceptInvite(invite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := sendAll(t, alice, ct.ID, msgs("a", 1, 5))
+	bobCfg.Bootstrap = addrs(a)
+	bob := newClient(t, bobCfg)
+	aliceAtBob := contactOf(t, bob, alice)
+	waitBodies(t, bob, aliceAtBob, client.Incoming, msgs("a", 1, 5))
+	for _, id := range sent {
+		waitFor(t, "delivered", func() bool { return status(t, alice, id) == client.StatusDelivered })
+	}
+	if n := a.node.Store().Stats().Appends; n != 0 {
+		t.Fatalf("the refusing relay appended %d entries", n)
+	}
+	if n := b.node.Store().Stats().Appends; n < 5 {
+		t.Fatalf("the named replica appended %d entries, want ≥ 5", n)
+	}
+	if n := rejects(t, a, "NOT_REPLICA"); n == 0 {
+		t.Fatal("the refusing relay answered no NOT_REPLICA")
+	}
+}
+
+// rejects returns how many requests a relay answered with a status (its
+// cairn_relay_rejects_total, label "reason").
+func rejects(t *testing.T, r *testRelay, status string) float64 {
+	t.Helper()
+	mfs, err := r.node.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != "cairn_relay_rejects_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == status {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
 }

@@ -441,12 +441,16 @@ func (c *Client) attempt(ctx context.Context, mb wire.Mailbox, hints []peer.ID, 
 				anyStored = true
 				continue
 			}
+			c.log.Debug("deposit refused", "relay", relay.String(), "err", err)
 			var re *rpc.Error
 			switch {
 			case errors.As(err, &re):
 				switch re.Status {
 				case pb.Status_STATUS_NOT_REPLICA:
 					n.notReplica(mb, re.ReplicaPeers)
+					for _, p := range re.ReplicaPeers {
+						n.ensureAddrs(ctx, p)
+					}
 				case pb.Status_STATUS_POSTAGE_REQUIRED:
 					n.setDifficulty(relay, re.PostageDifficulty)
 				case pb.Status_STATUS_TOO_LARGE, pb.Status_STATUS_MALFORMED, pb.Status_STATUS_UNSUPPORTED_VERSION:
