@@ -11,11 +11,21 @@ import (
 )
 
 // kv is the small storage interface the client's logic is written against:
-// transactions over ordered keys. It exists because the client-side API of
-// package store is not written yet; kvBadger implements it on badger/v4 with
+// transactions over ordered keys. kvBadger implements it on badger/v4 with
 // synchronous writes and at-rest encryption. Every multi-key change the
-// client makes (a message with the session state it advanced, the CID it
-// marks seen and the cursor it advances) is one update call: all or nothing.
+// client makes (a page of messages with the sessions they advanced, the
+// prekey state a new session consumed, the conversations' counter state,
+// the CIDs marked seen and the cursor advance) is one update call: all or
+// nothing, one fsync.
+//
+// Package store's client API (store.OpenClient) does not fit yet: each of
+// its methods is its own transaction, StoreReceived takes one entry (one
+// fsync per message, where a page must be one), and it has no place, in the
+// same transaction, for the identity/prekey state Respond changes, the
+// per-conversation counter state, the contact's next counter that Enqueue's
+// session used, or entries kept pending. When it offers a transaction that
+// spans those records (or batch variants of them), kvBadger can be replaced
+// behind this interface.
 type kv interface {
 	update(fn func(tx kvTx) error) error
 	view(fn func(tx kvTx) error) error
