@@ -125,14 +125,12 @@ func (c *Client) authenticate(key ed25519.PrivateKey, op wire.AuthOp, relay peer
 }
 
 // open opens a stream to relay for proto and ties its life to ctx: the
-// stream is reset when ctx ends before release is called.
+// stream is reset when ctx ends (its deadline included) before release is
+// called, so a call's error is then ctx's.
 func (c *Client) open(ctx context.Context, relay peer.ID, proto protocol.ID) (s network.Stream, release func() bool, err error) {
 	s, err = c.Host.NewStream(ctx, relay, proto)
 	if err != nil {
 		return nil, nil, err
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = s.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
 	return s, stop, nil
