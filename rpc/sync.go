@@ -95,11 +95,9 @@ func (c *Client) Sync(ctx context.Context, relay peer.ID, key ed25519.PrivateKey
 	st.f = NewFramed(s, MaxEntryFrame)
 	// The stream outlives this call's context only as far as the caller's.
 	st.stop = context.AfterFunc(ctx, func() { _ = s.Reset() })
-	if err := st.f.Write(auth, c.timeout()); err != nil {
-		// The relay may have answered without reading (rate limit,
-		// shutdown): Next reads that answer.
-		st.err = nil
-	}
+	// A write error is not final: the relay may have answered without
+	// reading (rate limit, shutdown), and Next reads that answer.
+	_ = st.f.Write(auth, c.timeout())
 	_ = s.CloseWrite()
 	return st, nil
 }
