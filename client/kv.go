@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -62,6 +63,21 @@ func openBadger(dir string, key []byte, logger *slog.Logger) (*kvBadger, error) 
 	}
 	if len(key) > 0 {
 		opts = opts.WithEncryptionKey(key).WithIndexCacheSize(4 << 20)
+		if dir != "" {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return nil, fmt.Errorf("open store: %w", err)
+			}
+			// Check the key first: badger.Open leaks a goroutine when
+			// it fails on a wrong key (badger v4.9.6).
+			kr, err := badger.OpenKeyRegistry(badger.KeyRegistryOptions{Dir: dir, EncryptionKey: key,
+				EncryptionKeyRotationDuration: opts.EncryptionKeyRotationDuration})
+			if err != nil {
+				return nil, fmt.Errorf("open store: %w", err)
+			}
+			if err := kr.Close(); err != nil {
+				return nil, fmt.Errorf("open store: %w", err)
+			}
+		}
 	}
 	db, err := badger.Open(opts)
 	if err != nil {
