@@ -23,7 +23,7 @@ const (
 	DefaultEventBuffer       = 256
 	DefaultReplicaCacheTTL   = time.Minute
 	DefaultTimeout           = 10 * time.Second
-	DefaultMaxPending        = 1024
+	DefaultMaxPending        = 256
 )
 
 // Config configures a Client. Its zero value works: an in-memory,
@@ -86,7 +86,9 @@ type Config struct {
 	ReplicaCacheTTL time.Duration
 	// Timeout bounds each call to a relay.
 	Timeout time.Duration
-	// MaxPending bounds the entries kept because they fit no session yet.
+	// MaxPending bounds the entries kept because they fit no session yet
+	// (the oldest is dropped beyond it). Each is tried on every session
+	// after each sync round, so the bound is also a bound on that work.
 	MaxPending int
 }
 
