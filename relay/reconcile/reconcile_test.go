@@ -72,7 +72,7 @@ func minus(x, y []Item) []Item {
 
 func TestReconcileFindsExactDifference(t *testing.T) {
 	cases := []struct {
-		name                string
+		name                 string
 		common, onlyA, onlyB int
 	}{
 		{"both empty", 0, 0, 0},
