@@ -504,6 +504,9 @@ func (c *Client) openEntryLocked(tx kvTx, b *batch, cid wire.CID, envelope, ct [
 	seq := c.nextSeqLocked()
 	p, perr := wire.ParsePayload(pt)
 	if fresh {
+		// Respond changed the prekey state (a one-time prekey consumed,
+		// or a replay record): persist it whatever happens next.
+		b.keys = true
 		if perr != nil {
 			// A handshake that opens but carries no valid payload: do
 			// not keep a session nobody can name.
@@ -514,7 +517,6 @@ func (c *Client) openEntryLocked(tx kvTx, b *batch, cid wire.CID, envelope, ct [
 			c.log.Info("rejected handshake", "cid", cid.String(), "err", err)
 			return nil
 		}
-		b.keys = true
 		b.newSess = true
 	}
 	c.touchSessionLocked(s, seq)
