@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -141,6 +142,9 @@ type Config struct {
 	// ResourceManager, if set, replaces the resource manager derived from
 	// this Config (tests that need bursts pass network.NullResourceManager).
 	ResourceManager network.ResourceManager
+	// ConnectionGater, if set, vets every connection of the host (testnet
+	// partitions relays with it; operators may block peers).
+	ConnectionGater connmgr.ConnectionGater
 	// Placement decides which mailboxes this relay accepts deposits for
 	// (SPEC.md §14). Nil: every mailbox (a lone relay).
 	Placement Placement

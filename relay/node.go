@@ -237,7 +237,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("relay: connection manager: %w", err)
 	}
-	h, err := libp2p.New(
+	hostOpts := []libp2p.Option{
 		libp2p.Identity(n.key),
 		libp2p.ListenAddrs(n.cfg.ListenAddrs...),
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -249,7 +249,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		libp2p.UserAgent(n.cfg.Version),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
-	)
+	}
+	if n.cfg.ConnectionGater != nil {
+		hostOpts = append(hostOpts, libp2p.ConnectionGater(n.cfg.ConnectionGater))
+	}
+	h, err := libp2p.New(hostOpts...)
 	if err != nil {
 		_ = rm.Close()
 		_ = cm.Close()
