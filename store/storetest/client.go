@@ -34,6 +34,9 @@ func RunClient(t *testing.T, o ClientOpener) {
 		{"Reopen", testClientReopen},
 	}
 	for _, tc := range tests {
+		if tc.name == "Reopen" && !o.Persistent {
+			continue // nothing survives Close in this backend
+		}
 		t.Run("StoreClient"+tc.name, func(t *testing.T) { tc.f(t, o) })
 	}
 }
@@ -275,9 +278,6 @@ func testClientReceived(t *testing.T, o ClientOpener) {
 }
 
 func testClientReopen(t *testing.T, o ClientOpener) {
-	if !o.Persistent {
-		t.Skip("backend does not persist")
-	}
 	e := newClientEnv(t, o)
 	mb := Mailbox(t)
 	e.c.PutIdentity([]byte("me"))

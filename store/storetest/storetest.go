@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -180,8 +181,16 @@ func RunLog(t *testing.T, o Opener) {
 		{"Persistence", testPersistence},
 		{"BadInput", testBadInput},
 		{"Prekeys", testPrekeys},
+		{"Holes", testHoles},
+		{"OnStored", testOnStored},
+		{"Mailboxes", testMailboxes},
+		{"BackgroundSweep", testBackgroundSweep},
+		{"MultiOriginPages", testMultiOriginPages},
 	}
 	for _, tc := range tests {
+		if tc.name == "Persistence" && !o.Persistent {
+			continue // nothing survives Close in this backend
+		}
 		t.Run("Store"+tc.name, func(t *testing.T) { tc.f(t, o) })
 	}
 }
@@ -861,9 +870,6 @@ func testAppendMany(t *testing.T, o Opener) {
 }
 
 func testPersistence(t *testing.T, o Opener) {
-	if !o.Persistent {
-		t.Skip("backend does not persist")
-	}
 	e := newEnv(t, o, nil)
 	mb := Mailbox(t)
 	other := NewRelay(t)
@@ -986,5 +992,227 @@ func testPrekeys(t *testing.T, o Opener) {
 	}
 	if n, _ := e.log.PutPrekeys(ctx, mb, 1, []store.RelayPrekey{{ID: 77, Record: []byte("new")}}, 5); n != 1 {
 		t.Fatalf("new upload: %d", n)
+	}
+}
+
+// testHoles: entries of another origin above a hole that expire or are
+// acked keep their seq, so known_through still closes when the hole fills
+// (SPEC.md §7).
+func testHoles(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	other := NewRelay(t)
+	mb := Mailbox(t)
+	ctx := context.Background()
+	short, long := e.now()+10, e.now()+3600
+	var envs [][]byte
+	var stamps []wire.SignedReceipt
+	for i := 1; i <= 4; i++ {
+		exp := long
+		if i == 3 {
+			exp = short
+		}
+		b := Envelope(t, mb, exp, 30)
+		envs = append(envs, b)
+		stamps = append(stamps, Stamp(t, other, b, uint64(i), exp))
+	}
+	for _, i := range []int{0, 2, 3} {
+		if _, err := e.log.Import(ctx, envs[i], &stamps[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Seq 4 is acked and seq 3 expires while seq 2 is missing.
+	if res, _ := e.log.Ack(ctx, mb, []wire.CID{stamps[3].CID}, nil); res.Acked != 1 {
+		t.Fatal("ack")
+	}
+	e.clock.Advance(20 * time.Second)
+	if res, err := e.log.Sweep(ctx); err != nil || res.Expired != 1 {
+		t.Fatalf("sweep %+v %v", res, err)
+	}
+	kt := func() uint64 {
+		for _, p := range e.log.KnownThrough(mb) {
+			if p.Origin == other.ID {
+				return p.Seq
+			}
+		}
+		return 0
+	}
+	if kt() != 1 {
+		t.Fatalf("known_through %d before the hole fills", kt())
+	}
+	if _, err := e.log.Import(ctx, envs[1], &stamps[1]); err != nil {
+		t.Fatal(err)
+	}
+	if kt() != 4 {
+		t.Fatalf("known_through %d after the hole filled, want 4", kt())
+	}
+	p, _ := e.log.Read(mb, nil, nil, 0, 0)
+	if len(p.Entries) != 2 || p.Entries[0].Stamp.Seq != 1 || p.Entries[1].Stamp.Seq != 2 {
+		t.Fatalf("read: %d entries", len(p.Entries))
+	}
+	if len(p.Watermarks) != 1 || p.Watermarks[0].Seq != 4 {
+		t.Fatalf("watermarks %v", p.Watermarks)
+	}
+	// The placeholders go after the fate retention.
+	e.clock.Advance(store.DefaultFateRetention + time.Hour)
+	if _, err := e.log.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if kt() != 4 {
+		t.Fatalf("known_through %d after the placeholders went", kt())
+	}
+}
+
+func testOnStored(t *testing.T, o Opener) {
+	var mu sync.Mutex
+	var got []store.StoredEntry
+	e := newEnv(t, o, func(o *store.LogOptions) {
+		o.OnStored = func(s store.StoredEntry) {
+			mu.Lock()
+			got = append(got, s)
+			mu.Unlock()
+		}
+	})
+	mb := Mailbox(t)
+	ctx := context.Background()
+	b1, r1 := e.append(mb, 10)
+	e.log.Append(ctx, store.Deposit{Envelope: b1}) // a duplicate: not stored again
+	other := NewRelay(t)
+	b2 := Envelope(t, mb, e.now()+100, 10)
+	s2 := Stamp(t, other, b2, 1, e.now()+100)
+	e.log.Import(ctx, b2, &s2)
+	e.log.Append(ctx, store.Deposit{Envelope: []byte("bad")})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || string(got[0].Envelope) != string(b1) || got[0].Stamp.Seq != r1.Receipt.Seq ||
+		got[1].Stamp.Origin != other.ID || got[0].CID() != r1.Receipt.CID {
+		t.Fatalf("OnStored saw %d entries", len(got))
+	}
+	if err := got[0].Stamp.VerifyFor(got[0].Envelope); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testMailboxes(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	want := map[wire.Mailbox]int{}
+	for i := 0; i < 5; i++ {
+		mb := Mailbox(t)
+		for k := 0; k <= i; k++ {
+			e.append(mb, 10)
+		}
+		want[mb] = i + 1
+	}
+	n := 0
+	for info := range e.log.Mailboxes() {
+		if int(info.Entries) != want[info.Mailbox] || info.Bytes != int64(want[info.Mailbox]*65) {
+			t.Fatalf("mailbox info %+v", info)
+		}
+		n++
+	}
+	if n != 5 {
+		t.Fatalf("%d mailboxes", n)
+	}
+	for range e.log.Mailboxes() {
+		break // stopping early is fine
+	}
+	if _, ok := e.log.Mailbox(Mailbox(t)); ok {
+		t.Fatal("unknown mailbox found")
+	}
+}
+
+// testBackgroundSweep: with GCInterval set, the log sweeps by itself.
+func testBackgroundSweep(t *testing.T, o Opener) {
+	e := newEnv(t, o, func(o *store.LogOptions) { o.GCInterval = 5 * time.Millisecond })
+	mb := Mailbox(t)
+	b := Envelope(t, mb, e.now()+5, 10)
+	if _, err := e.log.Append(context.Background(), store.Deposit{Envelope: b}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Minute)
+	// Poll: the loop runs on a wall-clock ticker. The deadline is a safety
+	// net, not a performance assertion.
+	deadline := time.Now().Add(20 * time.Second)
+	for e.log.Stats().Expired == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the background sweep never ran")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := e.log.Stats(); st.Entries != 0 || st.Bytes != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// testMultiOriginPages pages through three origins with small pages and
+// checks the order, the resume and the watermarks of SPEC.md §10.4.
+func testMultiOriginPages(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	mb := Mailbox(t)
+	ctx := context.Background()
+	relays := []Relay{NewRelay(t), NewRelay(t)}
+	exp := e.now() + 3600
+	for _, r := range relays {
+		for s := 1; s <= 5; s++ {
+			b := Envelope(t, mb, exp, 20)
+			st := Stamp(t, r, b, uint64(s), exp)
+			if _, err := e.log.Import(ctx, b, &st); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := 0; i < 5; i++ {
+		e.append(mb, 20)
+	}
+	origins := []peer.ID{relays[0].ID, relays[1].ID, e.relay.ID}
+	slices.Sort(origins)
+	var c wire.Cursor
+	c.Advance(origins[1], 2) // the client has 1..2 of the middle origin
+	var after *wire.Position
+	var got []wire.Position
+	final := map[peer.ID]uint64{}
+	for pages := 0; ; pages++ {
+		p, err := e.log.Read(mb, &c, after, 4, 0)
+		if err != nil || pages > 10 {
+			t.Fatal(err, pages)
+		}
+		for _, en := range p.Entries {
+			got = append(got, wire.Position{Origin: en.Stamp.Origin, Seq: en.Stamp.Seq})
+		}
+		for _, w := range p.Watermarks {
+			// A watermark never passes what the page sent of an origin it
+			// ended inside.
+			if p.More && len(p.Entries) > 0 {
+				last := p.Entries[len(p.Entries)-1].Stamp
+				if w.Origin == last.Origin && w.Seq > last.Seq {
+					t.Fatalf("watermark %v beyond the last entry sent %d", w, last.Seq)
+				}
+			}
+			final[w.Origin] = max(final[w.Origin], w.Seq)
+		}
+		if !p.More {
+			if len(p.Watermarks) != 3 {
+				t.Fatalf("last page lists %d watermarks", len(p.Watermarks))
+			}
+			break
+		}
+		last := p.Entries[len(p.Entries)-1].Stamp
+		after = &wire.Position{Origin: last.Origin, Seq: last.Seq}
+	}
+	if len(got) != 13 {
+		t.Fatalf("%d entries", len(got))
+	}
+	for i := 1; i < len(got); i++ {
+		a, b := got[i-1], got[i]
+		if a.Origin > b.Origin || (a.Origin == b.Origin && a.Seq >= b.Seq) {
+			t.Fatalf("out of order at %d: %v then %v", i, a, b)
+		}
+	}
+	if got[0] != (wire.Position{Origin: origins[0], Seq: 1}) || got[5] != (wire.Position{Origin: origins[1], Seq: 3}) {
+		t.Fatalf("start of origins: %v %v", got[0], got[5])
+	}
+	for _, o := range origins {
+		if final[o] != 5 {
+			t.Fatalf("final watermark of %s: %d", o, final[o])
+		}
 	}
 }
