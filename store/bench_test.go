@@ -2,8 +2,8 @@ package store_test
 
 import (
 	"context"
-	"encoding/binary"
 	"crypto/rand"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"runtime"
