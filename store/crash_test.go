@@ -46,6 +46,18 @@ func crashRelay() (crypto.PrivKey, peer.ID) {
 	return k, id
 }
 
+func crashOther() (crypto.PrivKey, peer.ID) {
+	k, _, err := crypto.GenerateEd25519Key(bytes.NewReader(bytes.Repeat([]byte{43}, 64)))
+	if err != nil {
+		panic(err)
+	}
+	id, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		panic(err)
+	}
+	return k, id
+}
+
 func crashMailboxes() []wire.Mailbox {
 	var out []wire.Mailbox
 	for i := byte(0); i < 3; i++ {
@@ -111,6 +123,42 @@ func crashChild(dir string) {
 			}
 		}()
 	}
+	// Replication: entries of another origin, out of order in pairs (seq
+	// 2k before 2k−1), so known_through moves over filled holes.
+	go func() {
+		other, otherID := crashOther()
+		next := l.KnownThrough(mbs[1])
+		seq := uint64(0)
+		for _, p := range next {
+			if p.Origin == otherID {
+				seq = p.Seq
+			}
+		}
+		seq -= seq % 2
+		r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 99))
+		for {
+			for _, s := range []uint64{seq + 2, seq + 1} {
+				if _, err := l.GetBySeq(mbs[1], otherID, s); err == nil {
+					continue // stored before the last kill, above the hole
+				}
+				ct := make([]byte, 100)
+				for i := range ct {
+					ct[i] = byte(r.Uint32())
+				}
+				exp := uint64(time.Now().Unix()) + 3600
+				env, _ := (&wire.Envelope{Mailbox: mbs[1], Expiry: exp, Ciphertext: ct}).Marshal()
+				rc := wire.Receipt{Origin: otherID, Mailbox: mbs[1], CID: wire.CIDOf(env), Seq: s,
+					StoredAtMs: uint64(time.Now().UnixMilli()), Expiry: exp}
+				st, _ := wire.SignReceipts(other, []wire.Receipt{rc})
+				if _, err := l.Import(ctx, env, &st[0]); err != nil {
+					fmt.Fprintln(os.Stderr, "child import:", err)
+					os.Exit(7)
+				}
+				report("I %x %d", rc.CID[:], s)
+			}
+			seq += 2
+		}
+	}()
 	// Client side: received messages with their session and cursor, and
 	// outbox entries with their session, one after another.
 	msgs, _ := c.Messages("peer", 0, 0)
@@ -154,6 +202,7 @@ func TestStoreCrash(t *testing.T) {
 	acked := map[wire.CID]bool{}
 	var maxR uint64
 	outbox := map[uint64]bool{}
+	imported := map[wire.CID]uint64{}
 	rng := rand.New(rand.NewPCG(1, 2))
 	totalAcked := 0
 	for round := 0; round < kills; round++ {
@@ -228,6 +277,10 @@ func TestStoreCrash(t *testing.T) {
 				cb, _ := hex.DecodeString(f[2])
 				acked[wire.CID(cb)] = true
 				totalAcked++
+			case "I":
+				cb, _ := hex.DecodeString(f[1])
+				seq, _ := strconv.ParseUint(f[2], 10, 64)
+				imported[wire.CID(cb)] = seq
 			case "R":
 				n, _ := strconv.ParseUint(f[1], 10, 64)
 				maxR = max(maxR, n)
@@ -236,13 +289,13 @@ func TestStoreCrash(t *testing.T) {
 				outbox[n] = true
 			}
 		}
-		checkCrashState(t, round, dir, appended, acked, maxR, outbox)
+		checkCrashState(t, round, dir, appended, acked, imported, maxR, outbox)
 	}
-	t.Logf("%d kills; %d acknowledged appends, %d acks, %d received, %d outbox entries verified",
-		kills, len(appended), totalAcked, maxR, len(outbox))
+	t.Logf("%d kills; %d acknowledged appends, %d acks, %d imports, %d received, %d outbox entries verified",
+		kills, len(appended), totalAcked, len(imported), maxR, len(outbox))
 }
 
-func checkCrashState(t *testing.T, round int, dir string, appended map[wire.CID]crashEntry, acked map[wire.CID]bool, maxR uint64, acknowledgedO map[uint64]bool) {
+func checkCrashState(t *testing.T, round int, dir string, appended map[wire.CID]crashEntry, acked map[wire.CID]bool, imported map[wire.CID]uint64, maxR uint64, acknowledgedO map[uint64]bool) {
 	t.Helper()
 	l, c, err := openCrashStores(dir)
 	if err != nil {
@@ -275,6 +328,34 @@ func checkCrashState(t *testing.T, round int, dir string, appended map[wire.CID]
 			t.Fatalf("round %d: entry %s seq %d not intact: %v", round, cid, e.seq, err)
 		}
 	}
+	// Every acknowledged import is there; known_through of the other
+	// origin covers every completed pair and never passes a missing seq.
+	_, otherID := crashOther()
+	mbs0 := crashMailboxes()
+	var otherKT uint64
+	for _, p := range l.KnownThrough(mbs0[1]) {
+		if p.Origin == otherID {
+			otherKT = p.Seq
+		}
+	}
+	var maxPair uint64
+	for cid, seq := range imported {
+		g, err := l.GetBySeq(mbs0[1], otherID, seq)
+		if err != nil || wire.CIDOf(g.Envelope) != cid || g.Stamp.VerifyFor(g.Envelope) != nil {
+			t.Fatalf("round %d: acknowledged import seq %d lost or damaged: %v", round, seq, err)
+		}
+		if seq%2 == 1 {
+			maxPair = max(maxPair, seq+1)
+		}
+	}
+	if otherKT < maxPair {
+		t.Fatalf("round %d: known_through of the other origin %d, but pairs up to %d are complete", round, otherKT, maxPair)
+	}
+	for s := uint64(1); s <= otherKT; s++ {
+		if _, err := l.GetBySeq(mbs0[1], otherID, s); err != nil {
+			t.Fatalf("round %d: known_through %d passes seq %d: %v", round, otherKT, s, err)
+		}
+	}
 	// No holes in the origin's own sequence, and the counters match what
 	// is readable.
 	var live int64
@@ -292,7 +373,7 @@ func checkCrashState(t *testing.T, round int, dir string, appended map[wire.CID]
 		}
 		live += int64(len(p.Entries))
 		for _, en := range p.Entries {
-			if en.Stamp.Seq > top {
+			if en.Stamp.Origin == relayID && en.Stamp.Seq > top {
 				t.Fatalf("round %d: entry seq %d above known_through %d", round, en.Stamp.Seq, top)
 			}
 		}
