@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -40,8 +41,9 @@ type ClientOptions struct {
 // and durable (fsync'd) when it returns. A Client is safe for concurrent
 // use.
 type Client struct {
-	db  *badger.DB
-	now func() time.Time
+	db     *badger.DB
+	now    func() time.Time
+	closed atomic.Bool
 }
 
 // Errors of the client store (besides ErrNotFound, ErrCorrupt, ErrClosed).
@@ -132,8 +134,14 @@ func OpenClient(opts ClientOptions) (*Client, error) {
 	return &Client{db: db, now: opts.Now}, nil
 }
 
-// Close closes the database.
-func (c *Client) Close() error { return c.db.Close() }
+// Close closes the database. Later calls return ErrClosed, as do all
+// methods after Close.
+func (c *Client) Close() error {
+	if c.closed.Swap(true) {
+		return ErrClosed
+	}
+	return c.db.Close()
+}
 
 func (c *Client) view(f func(*badger.Txn) error) error {
 	err := c.db.View(f)

@@ -78,6 +78,16 @@ func testClientIdentity(t *testing.T, o ClientOpener) {
 	if b, err := e.c.Identity(); err != nil || string(b) != "id-v1" {
 		t.Fatalf("identity %q %v", b, err)
 	}
+	e.c.Close()
+	if _, err := e.c.Identity(); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("identity after close: %v", err)
+	}
+	if err := e.c.PutIdentity(nil); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("put after close: %v", err)
+	}
+	if err := e.c.Close(); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("second close: %v", err)
+	}
 }
 
 func testClientPrekeys(t *testing.T, o ClientOpener) {
