@@ -288,7 +288,7 @@ type Stats struct {
 	Bytes      int64 // envelope bytes of live entries
 	Mailboxes  int64 // mailboxes with any state
 	Tombstones int64 // unexpired tombstones
-	IndexBytes int64 // memory held by loaded reconciliation indexes
+	IndexBytes int64 // memory of loaded reconciliation indexes and the dedup filter
 
 	// Counters.
 	Appends       uint64 // entries appended (this relay as origin)

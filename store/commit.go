@@ -225,6 +225,11 @@ func (l *Log) commitLocked(batch []*op) ([]StoredEntry, error) {
 		inBatch: map[[32]byte]*pendingAppend{},
 	}
 	defer b.txn.Discard()
+	if l.filter.full() {
+		old := l.filter.memBytes()
+		l.filter = buildFateFilter(b.txn, 2*l.filter.limit)
+		l.st.indexBytes.Add(l.filter.memBytes() - old)
+	}
 	err := b.apply(batch)
 	if err == nil {
 		err = b.finish()
@@ -444,6 +449,9 @@ func (b *batchCtx) known(mb *mbox, d [32]byte) (fateRec, Fate, error) {
 	if mb == nil {
 		return fateRec{}, FateUnknown, nil
 	}
+	if !b.l.filter.mayContain(d) {
+		return fateRec{}, FateUnknown, nil
+	}
 	// A corrupt fate record counts as unknown: the new one overwrites it.
 	r, ok, err := b.fate(mb.id, d)
 	if err != nil || !ok {
@@ -545,6 +553,7 @@ func (b *batchCtx) addLive(mb *mbox, oid uint32, seq uint64, d [32]byte, exp uin
 	if err := b.set(fateKey(mb.id, d), f.encode(), kindFate, b.retain(exp), markSlack); err != nil {
 		return err
 	}
+	b.l.filter.add(d)
 	b.addDue(exp, mb.id, d)
 	mb.entries++
 	mb.bytes += size
@@ -994,6 +1003,7 @@ func (b *batchCtx) doTombstones(o *op) error {
 		if err := b.set(fateKey(mb.id, d), f.encode(), kindFate, b.retain(t.Expiry), markSlack); err != nil {
 			return err
 		}
+		l.filter.add(d)
 		b.addDue(t.Expiry, mb.id, d)
 		mb.tombstones++
 		l.st.tombstones.Add(1)

@@ -80,6 +80,9 @@ type Log struct {
 	st    counters
 	trees treeCache
 
+	// filter: committer only (built in load).
+	filter *fateFilter
+
 	// prekeys: committer only.
 	prekeys     map[[2]uint32]*prekeyCount
 	prekeyBytes int64
@@ -199,6 +202,7 @@ func OpenLog(opts LogOptions) (*Log, error) {
 		db.Close()
 		return nil, err
 	}
+	l.st.indexBytes.Add(l.filter.memBytes())
 	go l.run()
 	if opts.GCInterval > 0 {
 		go l.background()
@@ -313,6 +317,7 @@ func (l *Log) load() error {
 				l.nextBatch = binary.BigEndian.Uint64(k[1:]) + 1
 			}
 		}
+		l.filter = buildFateFilter(txn, 0)
 		if err := l.loadPrekeys(txn); err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"crypto/rand"
 	"flag"
 	"fmt"
 	"os"
@@ -265,5 +266,36 @@ func TestFuzzSeedCorpus(t *testing.T) {
 				t.Fatalf("%s is missing or stale (go test ./store -run TestFuzzSeedCorpus -update-seeds): %v", path, err)
 			}
 		}
+	}
+}
+
+func TestFateFilter(t *testing.T) {
+	f := newFateFilter(1000)
+	var ds [][32]byte
+	for i := 0; i < minFilterItems+1; i++ {
+		var d [32]byte
+		rand.Read(d[:])
+		ds = append(ds, d)
+		f.add(d)
+	}
+	for _, d := range ds {
+		if !f.mayContain(d) {
+			t.Fatal("false negative")
+		}
+	}
+	if !f.full() {
+		t.Fatal("a filter past its size does not ask for a rebuild")
+	}
+	fp := 0
+	for i := 0; i < 100000; i++ {
+		var d [32]byte
+		rand.Read(d[:])
+		if f.mayContain(d) {
+			fp++
+		}
+	}
+	// At its design load the filter errs ~0.24% of the time.
+	if fp > 500 {
+		t.Fatalf("%d false positives in 100,000", fp)
 	}
 }
