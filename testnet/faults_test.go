@@ -1,0 +1,245 @@
+package testnet_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cairn-net/cairn/rpc"
+	"github.com/cairn-net/cairn/testnet"
+)
+
+// A partition closes the connections across the cut and refuses new ones
+// (dials and protocol calls); healing restores both.
+func TestPartitionAndHeal(t *testing.T) {
+	c := testnet.New(t, testnet.WithRelays(5), testnet.WithLogger(testLogger()))
+	r := c.Relays
+	left, right := []testnet.Member{r[0], r[1]}, []testnet.Member{r[2], r[3], r[4]}
+	c.Partition(left, right)
+
+	across := func(a, b *testnet.Relay) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := rpc.New(a.Node().Host()).Info(forceDial(ctx), b.ID)
+		return err
+	}
+	for _, a := range r[:2] {
+		for _, b := range r[2:] {
+			if c.Connected(a, b) || c.Connected(b, a) {
+				t.Errorf("%s and %s still connected across the cut", a, b)
+			}
+			if err := across(a, b); err == nil {
+				t.Errorf("info %s → %s across the cut succeeded", a, b)
+			}
+			if err := across(b, a); err == nil {
+				t.Errorf("info %s → %s across the cut succeeded", b, a)
+			}
+		}
+	}
+	// Within each side everything still works.
+	if err := across(r[0], r[1]); err != nil {
+		t.Errorf("info within the left side: %v", err)
+	}
+	if err := across(r[4], r[2]); err != nil {
+		t.Errorf("info within the right side: %v", err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	c.Heal()
+	testnet.Eventually(t, func() error {
+		for _, a := range r[:2] {
+			for _, b := range r[2:] {
+				if err := across(a, b); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}, "calls across the healed cut")
+	if err := c.WaitRouting(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A single Cut blocks one pair only.
+func TestCutOnePair(t *testing.T) {
+	c := testnet.New(t, testnet.WithRelays(3))
+	a, b, x := c.Relays[0], c.Relays[1], c.Relays[2]
+	c.Cut(a, b)
+	if c.Reachable(a, b) || !c.Reachable(a, x) || !c.Reachable(b, x) {
+		t.Fatal("Reachable disagrees with the cut")
+	}
+	ctx := ctxT(t)
+	if _, err := rpc.New(a.Node().Host()).Info(forceDial(ctx), b.ID); err == nil {
+		t.Error("info across a cut pair succeeded")
+	}
+	if _, err := rpc.New(a.Node().Host()).Info(forceDial(ctx), x.ID); err != nil {
+		t.Errorf("info to a relay not cut: %v", err)
+	}
+	c.Heal()
+	testnet.Eventually(t, func() error {
+		_, err := rpc.New(a.Node().Host()).Info(forceDial(ctx), b.ID)
+		return err
+	}, "info after heal")
+}
+
+// A killed relay restarts with the same peer ID, at the same cluster
+// address, with every entry it had acknowledged.
+func TestKillRestartKeepsIdentityAndEntries(t *testing.T) {
+	c := testnet.New(t, testnet.WithRelays(3))
+	r := c.Relays[1]
+	cl := rpcTo(t, r.AddrInfo())
+	_, mb := mailboxKey(t)
+	cids := deposit(t, cl, r.ID, mb, 0, 50)
+	addr := r.Multiaddr()
+
+	if err := r.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if r.Running() || r.Node() != nil {
+		t.Fatal("killed relay still running")
+	}
+	if err := r.Kill(); !errors.Is(err, testnet.ErrDown) {
+		t.Fatalf("second kill: %v, want ErrDown", err)
+	}
+	if _, err := cl.Info(forceDial(ctxT(t)), r.ID); err == nil {
+		t.Fatal("info to a killed relay succeeded")
+	}
+	if err := r.Restart(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if r.Node().ID() != r.ID || r.Multiaddr() != addr {
+		t.Fatalf("restarted as %s at %s, was %s at %s", r.Node().ID(), r.Multiaddr(), r.ID, addr)
+	}
+	for i, cid := range cids {
+		if _, err := r.Node().Store().Get(mb, cid); err != nil {
+			t.Fatalf("entry %d after restart: %v", i, err)
+		}
+	}
+	if n := c.CountReplicas(mb, cids[0]); n < 1 {
+		t.Fatalf("CountReplicas %d", n)
+	}
+	// The same client reaches it again at the same address.
+	testnet.Eventually(t, func() error {
+		_, err := cl.Info(forceDial(ctxT(t)), r.ID)
+		return err
+	}, "info to the restarted relay")
+	more := deposit(t, cl, r.ID, mb, 50, 5)
+	if len(more) != 5 {
+		t.Fatal("deposit after restart")
+	}
+	// A graceful stop and restart too.
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Restart(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, cid := range append(cids, more...) {
+		if _, err := r.Node().Store().Get(mb, cid); err != nil {
+			t.Fatalf("entry after stop and restart: %v", err)
+		}
+	}
+}
+
+// Delay on a relay's links is observable: a call to the delayed relay
+// finishes after a concurrent one to an undelayed relay, and the links
+// count delayed chunks only once a delay is set. (Round-trip times are
+// logged, never asserted.)
+func TestLinkDelayObservable(t *testing.T) {
+	c := testnet.New(t, testnet.WithRelays(3))
+	fast, slow := c.Relays[0], c.Relays[1]
+	cl := rpcTo(t, fast.AddrInfo(), slow.AddrInfo())
+	ctx := ctxT(t)
+	info := func(r *testnet.Relay) (time.Duration, error) {
+		start := time.Now()
+		_, err := cl.Info(ctx, r.ID)
+		return time.Since(start), err
+	}
+	// Warm connections up, measure the baseline.
+	base, err := info(slow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := info(fast); err != nil {
+		t.Fatal(err)
+	}
+	if d := c.LinkStats().Delayed; d != 0 {
+		t.Fatalf("%d chunks delayed before any fault", d)
+	}
+
+	const delay = 150 * time.Millisecond
+	c.SetFault(slow, testnet.LinkFault{Delay: delay})
+	before := c.LinkStats().Delayed
+	if _, err := info(fast); err != nil {
+		t.Fatal(err)
+	}
+	if d := c.LinkStats().Delayed - before; d != 0 {
+		t.Fatalf("a call to the undelayed relay had %d chunks delayed", d)
+	}
+	const rounds = 5
+	slowLast := 0
+	var slowRTT time.Duration
+	for range rounds {
+		order := make(chan string, 2)
+		go func() {
+			d, err := info(slow)
+			if err != nil {
+				t.Error(err)
+			}
+			slowRTT = d
+			order <- "slow"
+		}()
+		if _, err := info(fast); err != nil {
+			t.Fatal(err)
+		}
+		order <- "fast"
+		if first := <-order; first == "fast" {
+			slowLast++
+		}
+		<-order
+	}
+	if slowLast != rounds {
+		t.Errorf("the delayed relay answered first in %d of %d rounds", rounds-slowLast, rounds)
+	}
+	if c.LinkStats().Delayed <= before {
+		t.Error("no chunk was delayed")
+	}
+	t.Logf("info round trip to the relay: %v before, %v with a one-way delay of %v", base, slowRTT, delay)
+
+	c.ClearFaults()
+	before = c.LinkStats().Delayed
+	if _, err := info(slow); err != nil {
+		t.Fatal(err)
+	}
+	if d := c.LinkStats().Delayed - before; d != 0 {
+		t.Fatalf("%d chunks delayed after ClearFaults", d)
+	}
+}
+
+// DropRate 1 cuts every connection that carries a byte; clearing it lets
+// calls through again. The cut shows in the links' counters.
+func TestLinkDrop(t *testing.T) {
+	c := testnet.New(t, testnet.WithRelays(3), testnet.WithSeed(7))
+	r := c.Relays[2]
+	cl := rpcTo(t, r.AddrInfo())
+	if _, err := cl.Info(ctxT(t), r.ID); err != nil {
+		t.Fatal(err)
+	}
+	c.SetFault(r, testnet.LinkFault{DropRate: 1})
+	before := c.LinkStats().Dropped
+	if _, err := cl.Info(forceDial(ctxT(t)), r.ID); err == nil {
+		t.Fatal("info through a link that drops everything succeeded")
+	}
+	if c.LinkStats().Dropped == before {
+		t.Fatal("no connection counted as dropped")
+	}
+	c.SetFault(r, testnet.LinkFault{})
+	testnet.Eventually(t, func() error {
+		_, err := cl.Info(forceDial(ctxT(t)), r.ID)
+		return err
+	}, "info once the link is clean")
+}
