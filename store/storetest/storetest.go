@@ -186,6 +186,7 @@ func RunLog(t *testing.T, o Opener) {
 		{"Mailboxes", testMailboxes},
 		{"BackgroundSweep", testBackgroundSweep},
 		{"MultiOriginPages", testMultiOriginPages},
+		{"ReadWhileAppending", testReadWhileAppending},
 	}
 	for _, tc := range tests {
 		if tc.name == "Persistence" && !o.Persistent {
@@ -1215,4 +1216,68 @@ func testMultiOriginPages(t *testing.T, o Opener) {
 			t.Fatalf("final watermark of %s: %d", o, final[o])
 		}
 	}
+}
+
+// testReadWhileAppending syncs repeatedly while appends commit, and checks
+// the promise of the watermarks: every entry at or below W(o) was sent.
+func testReadWhileAppending(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	mb := Mailbox(t)
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 150; i++ {
+				ds := []store.Deposit{{Envelope: Envelope(t, mb, 0, 20)}, {Envelope: Envelope(t, mb, 0, 20)}}
+				for _, r := range e.log.AppendMany(ctx, ds) {
+					if r.Err != nil {
+						t.Error(r.Err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(stop) }()
+	syncs := 0
+	for done := false; !done; syncs++ {
+		select {
+		case <-stop:
+			done = true // one more sync after the last append
+		default:
+		}
+		var c wire.Cursor
+		var after *wire.Position
+		seen := map[uint64]bool{}
+		var w uint64
+		for {
+			p, err := e.log.Read(mb, &c, after, 7, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, en := range p.Entries {
+				seen[en.Stamp.Seq] = true
+			}
+			for _, wm := range p.Watermarks {
+				w = max(w, wm.Seq)
+			}
+			if !p.More {
+				break
+			}
+			last := p.Entries[len(p.Entries)-1].Stamp
+			after = &wire.Position{Origin: last.Origin, Seq: last.Seq}
+		}
+		for s := uint64(1); s <= w; s++ {
+			if !seen[s] {
+				t.Fatalf("sync %d: watermark %d passes seq %d, which was not sent", syncs, w, s)
+			}
+		}
+		if done && w != 1200 {
+			t.Fatalf("final watermark %d, want 1200", w)
+		}
+	}
+	t.Logf("%d syncs during the appends", syncs)
 }
