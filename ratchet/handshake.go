@@ -29,11 +29,13 @@ const (
 	sealedFlagsKnown     = sealedFlagOneTimeDH | sealedFlagOneTimeKEM
 )
 
-// ReplacesAny is the replaces value of a handshake made after losing all
-// session state with the peer (AfterStateLoss): it replaces any session.
-var ReplacesAny = [32]byte{
-	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+// replacesAny returns the replaces value of a handshake made after losing
+// all session state with the peer (AfterStateLoss): 32×0xFF, any session.
+func replacesAny() (v [32]byte) {
+	for i := range v {
+		v[i] = 0xff
+	}
+	return v
 }
 
 // An InitiateOption changes what Initiate does.
@@ -53,7 +55,7 @@ func Replacing(old *Session) InitiateOption {
 // peer: use it when this party lost its sessions with a known contact
 // (restored from a backup without them). Not for a first contact.
 func AfterStateLoss() InitiateOption {
-	return func(o *initiateOptions) { o.replaces = ReplacesAny }
+	return func(o *initiateOptions) { o.replaces = replacesAny() }
 }
 
 // HandshakeID returns the handshake ID of a handshake message (a hash of its
@@ -507,8 +509,8 @@ func Converge(a, b *Session) (active, retired *Session) {
 		return b, a
 	case a.replaces == b.id:
 		return a, b
-	case (a.replaces == ReplacesAny) != (b.replaces == ReplacesAny):
-		if a.replaces == ReplacesAny {
+	case (a.replaces == replacesAny()) != (b.replaces == replacesAny()):
+		if a.replaces == replacesAny() {
 			return a, b
 		}
 		return b, a

@@ -102,7 +102,7 @@ func (s *Session) InitiatorIdentity() IdentityKey {
 }
 
 // Replaces returns the handshake ID of the session this one was made to
-// replace (Replacing), ReplacesAny (AfterStateLoss), or all zeros.
+// replace (Replacing), 32 bytes of 0xFF (AfterStateLoss), or all zeros.
 func (s *Session) Replaces() [32]byte { return s.replaces }
 
 // HandshakeID returns the ID of the handshake that made the session, as
