@@ -14,7 +14,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
-// Layout of the handshake (SPEC.md §Handshake message).
+// Layout of the handshake (SPEC.md §15.3, §15.5).
 const (
 	// sealedPlainSize: flags ‖ one-time X25519 prekey ID ‖ KEM prekey ID ‖
 	// replaces ‖ initiator Ed25519 ‖ initiator X25519 ‖ identity signature ‖

@@ -134,7 +134,7 @@ const BundleSize = 1 + 32 + 32 + 4 + 32 + 4 + KEMPublicKeySize + 32 + sigSize
 
 const bundleSignedSize = BundleSize - sigSize
 
-// Marshal encodes the bundle in its fixed layout (SPEC.md §Bundle).
+// Marshal encodes the bundle in its fixed layout (SPEC.md §15.2).
 func (b *PublicBundle) Marshal() []byte {
 	out := make([]byte, BundleSize)
 	b.putSigned(out)

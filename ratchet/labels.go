@@ -2,7 +2,7 @@ package ratchet
 
 // Every domain-separation label and version number of the ratchet lives in
 // this file. A label names one use of one key; no two uses share a label.
-// SPEC.md §Ratchet/Labels lists the same strings. Changing any of them is a
+// SPEC.md §15.1 lists the same strings. Changing any of them is a
 // new protocol version.
 const (
 	// labelRoot is the HKDF-SHA256 info of the root KDF (salt = root key,

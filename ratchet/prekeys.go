@@ -276,7 +276,7 @@ func (k *PrivateKeys) lookupKEM(g *generation, id uint32, oneTime bool) (*mlkem.
 	return g.kem, g.kem.EncapsulationKey().Bytes(), nil
 }
 
-// MarshalBinary encodes the private keys (SPEC.md §Private keys). The
+// MarshalBinary encodes the private keys (SPEC.md §15.12). The
 // output is secret.
 func (k *PrivateKeys) MarshalBinary() ([]byte, error) {
 	b := make([]byte, 0, 256+len(k.otpDH)*36+len(k.otpKEM)*68)

@@ -2,7 +2,7 @@ package ratchet
 
 import "fmt"
 
-// Session encoding (SPEC.md §Serialised session): every integer is
+// Session encoding (SPEC.md §15.12): every integer is
 // big-endian, every optional key is present as 32 bytes, all zero when its
 // flag is clear, so the encoding is canonical.
 const (
