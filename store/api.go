@@ -303,7 +303,7 @@ type Stats struct {
 	RejectedOther uint64 // appends/imports refused for bad input
 	Commits       uint64 // group commits (transactions, fsyncs)
 	CommitOps     uint64 // operations in those commits
-	GCRuns        uint64 // value-log GC rewrites that reclaimed a file
+	GCRuns        uint64 // compactions GC requested and value-log files it rewrote
 }
 
 func keyString(k []byte) string {

@@ -24,6 +24,7 @@ const (
 	opLoadIndex
 	opPrekeyPut
 	opPrekeyTake
+	opFlush
 	opStop
 )
 
@@ -199,6 +200,13 @@ type reconOp struct {
 // effects, and never before badger holds them.
 func (l *Log) commit(batch []*op) {
 	stored, err := l.commitLocked(batch)
+	if err == nil {
+		for _, o := range batch {
+			if o.kind == opFlush {
+				o.err = l.flushMemtables()
+			}
+		}
+	}
 	for _, o := range batch {
 		if err != nil {
 			o.err = err
@@ -292,6 +300,8 @@ func (b *batchCtx) apply(batch []*op) error {
 			err = b.doPrekeyPut(o)
 		case opPrekeyTake:
 			err = b.doPrekeyTake(o)
+		case opFlush:
+			// done after the commit, by commit()
 		}
 		if err != nil {
 			return err
@@ -718,6 +728,7 @@ func (b *batchCtx) expireEntry(mb *mbox, r fateRec, d [32]byte, evicted bool) er
 	mb.bytes -= int64(r.size)
 	b.l.st.entries.Add(-1)
 	b.l.st.bytes.Add(-int64(r.size))
+	b.l.st.deletedBytes.Add(int64(r.size))
 	if evicted {
 		b.l.st.evicted.Add(1)
 	} else {
@@ -743,6 +754,7 @@ func (b *batchCtx) ackEntry(mb *mbox, r fateRec, d [32]byte) (Tombstone, error) 
 	mb.tombstones++
 	b.l.st.entries.Add(-1)
 	b.l.st.bytes.Add(-int64(r.size))
+	b.l.st.deletedBytes.Add(int64(r.size))
 	b.l.st.tombstones.Add(1)
 	b.l.st.acked.Add(1)
 	b.touch(mb)
@@ -1200,4 +1212,18 @@ func (b *batchCtx) doLoadIndex(o *op) error {
 	l.st.indexBytes.Add(x.bytes)
 	mb.idx[o.set] = x
 	return nil
+}
+
+// keyFlush is a sentinel written and dropped to make badger flush its
+// memtables (DropPrefix flushes them first); it holds nothing.
+var keyFlush = []byte{pMeta, 'f'}
+
+// flushMemtables writes every memtable to a table file, so a compaction
+// can drop what they delete. It blocks badger's writes while it runs, so
+// only the commit goroutine calls it, between commits.
+func (l *Log) flushMemtables() error {
+	if err := l.db.Update(func(txn *badger.Txn) error { return txn.Set(keyFlush, nil) }); err != nil {
+		return err
+	}
+	return l.db.DropPrefix(keyFlush)
 }

@@ -83,15 +83,18 @@ type Log struct {
 	// filter: committer only (built in load).
 	filter *fateFilter
 
+	// compactFloor is the least deleted bytes that make GC compact.
+	compactFloor int64
+
 	// prekeys: committer only.
 	prekeys     map[[2]uint32]*prekeyCount
 	prekeyBytes int64
 }
 
 type counters struct {
-	entries, bytes, mailboxes, tombstones, indexBytes              atomic.Int64
-	appends, imports, duplicates, acked, expired, evicted, corrupt atomic.Uint64
-	rejQuota, rejFull, rejOther, commits, commitOps, gcRuns        atomic.Uint64
+	entries, bytes, mailboxes, tombstones, indexBytes, deletedBytes atomic.Int64
+	appends, imports, duplicates, acked, expired, evicted, corrupt  atomic.Uint64
+	rejQuota, rejFull, rejOther, commits, commitOps, gcRuns         atomic.Uint64
 }
 
 // mbox is the in-memory state of one mailbox. Fields are written by the
@@ -172,25 +175,26 @@ func OpenLog(opts LogOptions) (*Log, error) {
 		return nil, fmt.Errorf("store: open log: %w", err)
 	}
 	l := &Log{
-		opts:       opts,
-		db:         db,
-		now:        opts.Now,
-		log:        opts.Logger,
-		mem:        opts.Dir == "",
-		batch:      opts.MaxCommitBatch,
-		reqs:       make(chan *op, 4*opts.MaxCommitBatch),
-		commitDone: make(chan struct{}),
-		bgStop:     make(chan struct{}),
-		bgDone:     make(chan struct{}),
-		mboxes:     make(map[wire.Mailbox]*mbox),
-		byID:       make(map[uint32]*mbox),
-		origins:    []peer.ID{""},
-		originIDs:  make(map[peer.ID]uint32),
-		holes:      make(map[[2]uint32]uint64),
-		prekeys:    make(map[[2]uint32]*prekeyCount),
-		nextMBID:   1,
-		nextBatch:  1,
-		nextDue:    uint64(time.Now().UnixNano()),
+		opts:         opts,
+		db:           db,
+		now:          opts.Now,
+		log:          opts.Logger,
+		mem:          opts.Dir == "",
+		batch:        opts.MaxCommitBatch,
+		reqs:         make(chan *op, 4*opts.MaxCommitBatch),
+		commitDone:   make(chan struct{}),
+		bgStop:       make(chan struct{}),
+		bgDone:       make(chan struct{}),
+		mboxes:       make(map[wire.Mailbox]*mbox),
+		byID:         make(map[uint32]*mbox),
+		origins:      []peer.ID{""},
+		originIDs:    make(map[peer.ID]uint32),
+		holes:        make(map[[2]uint32]uint64),
+		prekeys:      make(map[[2]uint32]*prekeyCount),
+		nextMBID:     1,
+		nextBatch:    1,
+		nextDue:      uint64(time.Now().UnixNano()),
+		compactFloor: 64 << 20,
 	}
 	// Badger refuses a transaction above 15% of a memtable in bytes, or
 	// that divided by its skiplist node size in count; each entry an op
@@ -551,13 +555,43 @@ func (l *Log) Sweep(ctx context.Context) (SweepResult, error) {
 	}
 }
 
-// GC runs badger's value-log garbage collection until it finds nothing to
-// rewrite. The background loop calls it every GCInterval. Envelopes are
-// stored inline in badger's LSM tree, so the space of swept and acked
-// entries is mostly reclaimed by badger's background compactions, which
-// drop deleted and expired versions; value-log GC covers what went to the
-// value log. On an in-memory log it does nothing.
+// GC reclaims the space of deleted entries. The background loop calls it
+// every GCInterval. Envelopes are stored inline in badger's LSM tree, so
+// their space comes back when compactions rewrite the tables that hold
+// them; badger compacts on its own as writes flow, but not while a relay
+// is idle. So GC flushes the memtable and compacts the whole tree (badger's
+// Flatten) once the envelope bytes deleted since the last time (swept,
+// acked, evicted) reach both the live bytes and a floor (64 MiB): the
+// rewrite then costs at most as much as the space it returns. It also runs
+// value-log GC for anything that went to the value log. On an in-memory log
+// it does nothing.
 func (l *Log) GC() error {
+	if l.mem {
+		return nil
+	}
+	deleted := l.st.deletedBytes.Load()
+	if deleted >= l.compactFloor && deleted >= l.st.bytes.Load() {
+		// The deletions must reach table files first: flush through the
+		// commit goroutine (a flush blocks badger's writes), then compact
+		// concurrently with new commits.
+		o := &op{kind: opFlush}
+		if err := l.submit(context.Background(), o); err != nil {
+			return err
+		}
+		if o.err != nil {
+			return fmt.Errorf("store: flush: %w", o.err)
+		}
+		l.st.deletedBytes.Add(-deleted)
+		if err := l.enter(); err != nil {
+			return err
+		}
+		err := l.db.Flatten(1)
+		l.exit()
+		if err != nil {
+			return fmt.Errorf("store: compact: %w", err)
+		}
+		l.st.gcRuns.Add(1)
+	}
 	if err := l.enter(); err != nil {
 		return err
 	}
