@@ -25,7 +25,7 @@ const (
 	MaxEntryFrame = wire.MaxEntryFrame
 	// MaxDepositFrame bounds a DepositRequest: the largest envelope version
 	// 1 allows plus room for the id and the protobuf field headers.
-	MaxDepositFrame = wire.MaxEnvelope + 64
+	MaxDepositFrame = wire.MaxDepositFrame
 )
 
 // ErrFrameTooLarge is returned by Framed.Read for a frame above the limit.

@@ -318,22 +318,18 @@ func (b *batchCtx) finish() error {
 		l.nextBatch++
 		rec := batchRec{leaves: make([][32]byte, n)}
 		var maxExp uint64
-		buf := make([]byte, 0, 256)
 		for i, p := range b.appends {
 			var err error
-			if buf, err = p.receipt.AppendMarshal(buf[:0]); err != nil {
+			if rec.leaves[i], err = wire.ReceiptLeaf(&p.receipt); err != nil {
 				return err
 			}
-			rec.leaves[i] = merkleLeaf(buf)
 			maxExp = max(maxExp, p.receipt.Expiry)
 		}
-		t := newBatchTree(rec)
-		root := t.root(0, n)
-		in := make([]byte, 0, len(wire.LabelReceipt)+35)
-		in = append(append(in, wire.LabelReceipt...), 0)
-		in = binary.BigEndian.AppendUint16(in, uint16(n))
-		in = append(in, root[:]...)
-		sig, err := l.opts.Signer.Sign(in)
+		t, err := newBatchTree(rec)
+		if err != nil {
+			return err
+		}
+		sig, err := l.opts.Signer.Sign(wire.ReceiptSigningInput(n, t.tree.Root()))
 		if err != nil {
 			return fmt.Errorf("sign receipts: %w", err)
 		}
@@ -435,12 +431,6 @@ func (b *batchCtx) reject(o *op, err error) {
 	}
 }
 
-func cidOfDigest(d [32]byte) wire.CID {
-	var c wire.CID
-	copy(c[:4], []byte{0x01, 0x55, 0x12, 0x20})
-	copy(c[4:], d[:])
-	return c
-}
 
 // fate reads a fate record in the batch; a corrupt one counts as absent
 // (it is logged and counted; the caller's write, if any, replaces it).
@@ -759,7 +749,7 @@ func (b *batchCtx) ackEntry(mb *mbox, r fateRec, d [32]byte) (Tombstone, error) 
 	b.l.st.acked.Add(1)
 	b.touch(mb)
 	b.recon = append(b.recon, reconOp{mb: mb, set: SetEntries, d: d}, reconOp{mb: mb, set: SetTombstones, d: d, add: true})
-	return Tombstone{Mailbox: mb.addr, CID: cidOfDigest(d), Origin: b.l.origins[r.origin], Seq: r.seq, Expiry: r.expiry}, nil
+	return Tombstone{Mailbox: mb.addr, CID: wire.CIDFromDigest(d), Origin: b.l.origins[r.origin], Seq: r.seq, Expiry: r.expiry}, nil
 }
 
 // advance raises known_through of (mb, oid) over the seqs now present.

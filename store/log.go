@@ -964,7 +964,7 @@ func (l *Log) buildEntry(txn *badger.Txn, mb *mbox, origin peer.ID, seq uint64, 
 		if int64(r.expiry) <= l.nowUnix() {
 			return StoredEntry{}, false, nil
 		}
-		rc := wire.Receipt{Origin: origin, Mailbox: mb.addr, CID: cidOfDigest(r.digest), Seq: seq,
+		rc := wire.Receipt{Origin: origin, Mailbox: mb.addr, CID: wire.CIDFromDigest(r.digest), Seq: seq,
 			StoredAtMs: r.storedAtMs, Expiry: r.expiry}
 		t, err := l.trees.get(txn, r.batch, k)
 		if err != nil {
@@ -974,11 +974,11 @@ func (l *Log) buildEntry(txn *badger.Txn, mb *mbox, origin peer.ID, seq uint64, 
 		if int(r.index) >= n {
 			return StoredEntry{}, false, corrupt(k, "leaf %d of a batch of %d", r.index, n)
 		}
-		enc, err := rc.Marshal()
+		leaf, err := wire.ReceiptLeaf(&rc)
 		if err != nil {
 			return StoredEntry{}, false, corrupt(k, "receipt: %v", err)
 		}
-		if merkleLeaf(enc) != t.rec.leaves[r.index] {
+		if leaf != t.rec.leaves[r.index] {
 			return StoredEntry{}, false, corrupt(k, "receipt does not match its batch leaf")
 		}
 		s := wire.SignedReceipt{Receipt: rc, BatchSize: uint16(n), Index: r.index,

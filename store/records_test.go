@@ -82,7 +82,10 @@ func FuzzDecodeBatch(f *testing.F) {
 			t.Fatalf("re-encoding differs")
 		}
 		// Rebuilding paths from any accepted batch never panics.
-		tr := newBatchTree(r)
+		tr, err := newBatchTree(r)
+		if err != nil {
+			return
+		}
 		for i := range r.leaves {
 			tr.path(i)
 		}

@@ -27,6 +27,15 @@ func CIDOf(envelope []byte) CID {
 	return c
 }
 
+// CIDFromDigest returns the CID whose sha2-256 digest is d (the inverse of
+// CID.Digest).
+func CIDFromDigest(d [32]byte) CID {
+	var c CID
+	copy(c[:4], cidPrefix[:])
+	copy(c[4:], d[:])
+	return c
+}
+
 // ParseCID checks and copies a binary CID of version 1's form.
 func ParseCID(b []byte) (CID, error) {
 	var c CID

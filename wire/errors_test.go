@@ -149,6 +149,7 @@ func TestWireLimitsMatchSpec(t *testing.T) {
 		"MaxCursorOrigins":     MaxCursorOrigins,
 		"MaxControlFrame":      MaxControlFrame,
 		"MaxEntryFrame":        MaxEntryFrame,
+		"MaxDepositFrame":      MaxDepositFrame,
 		"MaxDepositInflight":   MaxDepositInflight,
 		"MaxAckCIDs":           MaxAckCIDs,
 		"MaxStatusCIDs":        MaxStatusCIDs,

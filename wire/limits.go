@@ -21,6 +21,9 @@ const (
 	MaxControlFrame = 64 << 10
 	// MaxEntryFrame is the largest protobuf frame that carries entries.
 	MaxEntryFrame = 4 << 20
+	// MaxDepositFrame is the largest DepositRequest frame: the largest
+	// envelope plus room for the request's other fields.
+	MaxDepositFrame = MaxEnvelope + 64
 	// MaxDepositInflight is how many deposits a sender may have unanswered
 	// on one stream.
 	MaxDepositInflight = 256

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"math/bits"
 )
 
@@ -30,28 +31,92 @@ func splitPoint(n int) int {
 	return 1 << (bits.Len(uint(n-1)) - 1)
 }
 
-// merkleRoot computes MTH over leaf hashes.
-func merkleRoot(leaves [][32]byte) [32]byte {
-	switch len(leaves) {
-	case 0:
-		return sha256.Sum256(nil)
-	case 1:
-		return leaves[0]
+// ReceiptTree is the Merkle tree of a receipt batch (SPEC.md §6.2, RFC 9162
+// §2.1): NewReceiptTree computes every node once, in O(n) hashes, and Path
+// then costs O(log n) lookups. A tree is read-only after construction and
+// safe for concurrent use.
+type ReceiptTree struct {
+	leaves [][32]byte
+	nodes  map[uint32][32]byte // MTH(leaves[lo:hi]) at lo<<16 | hi, for hi-lo ≥ 2
+}
+
+// NewReceiptTree builds the tree over 1…MaxReceiptBatch leaf hashes (see
+// ReceiptLeaf). It keeps leaves; do not modify them afterwards.
+func NewReceiptTree(leaves [][32]byte) (*ReceiptTree, error) {
+	if len(leaves) == 0 || len(leaves) > MaxReceiptBatch {
+		return nil, fmt.Errorf("receipt tree: %d leaves: %w", len(leaves), ErrMalformed)
 	}
-	k := splitPoint(len(leaves))
-	return merkleNode(merkleRoot(leaves[:k]), merkleRoot(leaves[k:]))
+	t := &ReceiptTree{leaves: leaves, nodes: make(map[uint32][32]byte, len(leaves))}
+	t.build(0, len(leaves))
+	return t, nil
+}
+
+func (t *ReceiptTree) build(lo, hi int) [32]byte {
+	if hi-lo == 1 {
+		return t.leaves[lo]
+	}
+	s := lo + splitPoint(hi-lo)
+	r := merkleNode(t.build(lo, s), t.build(s, hi))
+	t.nodes[uint32(lo)<<16|uint32(hi)] = r
+	return r
+}
+
+func (t *ReceiptTree) node(lo, hi int) [32]byte {
+	if hi-lo == 1 {
+		return t.leaves[lo]
+	}
+	return t.nodes[uint32(lo)<<16|uint32(hi)]
+}
+
+// Len returns the number of leaves (the batch size).
+func (t *ReceiptTree) Len() int { return len(t.leaves) }
+
+// Leaf returns leaf i's hash.
+func (t *ReceiptTree) Leaf(i int) [32]byte { return t.leaves[i] }
+
+// Root returns the tree head that the batch signature covers.
+func (t *ReceiptTree) Root() [32]byte { return t.node(0, len(t.leaves)) }
+
+// Path returns the inclusion path of leaf m (RFC 9162 §2.1.3.1).
+func (t *ReceiptTree) Path(m int) [][32]byte {
+	out := make([][32]byte, 0, merklePathLen(m, len(t.leaves)))
+	var walk func(lo, hi int)
+	walk = func(lo, hi int) {
+		if hi-lo <= 1 {
+			return
+		}
+		s := lo + splitPoint(hi-lo)
+		if m < s {
+			walk(lo, s)
+			out = append(out, t.node(s, hi))
+		} else {
+			walk(s, hi)
+			out = append(out, t.node(lo, s))
+		}
+	}
+	walk(0, len(t.leaves))
+	return out
+}
+
+// merkleRoot computes MTH over leaf hashes (the empty tree included).
+func merkleRoot(leaves [][32]byte) [32]byte {
+	if len(leaves) == 0 {
+		return sha256.Sum256(nil)
+	}
+	t, err := NewReceiptTree(leaves)
+	if err != nil {
+		panic(err) // only tests call it, with at most MaxReceiptBatch leaves
+	}
+	return t.Root()
 }
 
 // merklePath returns the inclusion path of leaf m (RFC 9162 §2.1.3.1).
 func merklePath(m int, leaves [][32]byte) [][32]byte {
-	if len(leaves) <= 1 {
-		return nil
+	t, err := NewReceiptTree(leaves)
+	if err != nil {
+		panic(err)
 	}
-	k := splitPoint(len(leaves))
-	if m < k {
-		return append(merklePath(m, leaves[:k]), merkleRoot(leaves[k:]))
-	}
-	return append(merklePath(m-k, leaves[k:]), merkleRoot(leaves[:k]))
+	return t.Path(m)
 }
 
 // merklePathLen returns the inclusion path length for leaf index of a tree of

@@ -182,12 +182,17 @@ func ParseSignedReceipt(b []byte) (*SignedReceipt, error) {
 	return s, nil
 }
 
-// batchSigningInput is label ‖ 0x00 ‖ u16(N) ‖ root.
-func batchSigningInput(n int, root [32]byte) []byte {
+// ReceiptSigningInput returns what a relay signs for a batch of n receipts
+// with Merkle root root: label ‖ 0x00 ‖ u16(n) ‖ root (SPEC.md §6.2).
+func ReceiptSigningInput(n int, root [32]byte) []byte {
 	b := labelled(LabelReceipt)
 	b = binary.BigEndian.AppendUint16(b, uint16(n))
 	return append(b, root[:]...)
 }
+
+// ReceiptLeaf returns the Merkle leaf hash of a receipt: SHA-256(0x00 ‖
+// receipt).
+func ReceiptLeaf(r *Receipt) ([32]byte, error) { return r.leaf() }
 
 // Signer signs with a relay's key. A libp2p crypto.PrivKey of type Ed25519
 // satisfies it.
@@ -210,8 +215,11 @@ func SignReceipts(signer Signer, receipts []Receipt) ([]SignedReceipt, error) {
 			return nil, fmt.Errorf("sign receipts: %w", err)
 		}
 	}
-	root := merkleRoot(leaves)
-	sig, err := signer.Sign(batchSigningInput(n, root))
+	tree, err := NewReceiptTree(leaves)
+	if err != nil {
+		return nil, fmt.Errorf("sign receipts: %w", err)
+	}
+	sig, err := signer.Sign(ReceiptSigningInput(n, tree.Root()))
 	if err != nil {
 		return nil, fmt.Errorf("sign receipts: %w", err)
 	}
@@ -224,7 +232,7 @@ func SignReceipts(signer Signer, receipts []Receipt) ([]SignedReceipt, error) {
 			Receipt:   receipts[i],
 			BatchSize: uint16(n),
 			Index:     uint16(i),
-			Path:      merklePath(i, leaves),
+			Path:      tree.Path(i),
 			Signature: [64]byte(sig),
 		}
 	}
@@ -274,7 +282,7 @@ func (s *SignedReceipt) Verify() error {
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(key, batchSigningInput(int(s.BatchSize), root), s.Signature[:]) {
+	if !ed25519.Verify(key, ReceiptSigningInput(int(s.BatchSize), root), s.Signature[:]) {
 		return fmt.Errorf("signed receipt from %s: %w", s.Origin, ErrBadSignature)
 	}
 	return nil
@@ -339,7 +347,7 @@ func (v *ReceiptVerifier) Verify(s *SignedReceipt) error {
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(key, batchSigningInput(int(s.BatchSize), root), s.Signature[:]) {
+	if !ed25519.Verify(key, ReceiptSigningInput(int(s.BatchSize), root), s.Signature[:]) {
 		return fmt.Errorf("signed receipt from %s: %w", s.Origin, ErrBadSignature)
 	}
 	v.mu.Lock()
