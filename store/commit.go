@@ -431,7 +431,6 @@ func (b *batchCtx) reject(o *op, err error) {
 	}
 }
 
-
 // fate reads a fate record in the batch; a corrupt one counts as absent
 // (it is logged and counted; the caller's write, if any, replaces it).
 func (b *batchCtx) fate(mbid uint32, d [32]byte) (fateRec, bool, error) {
