@@ -183,7 +183,13 @@ type gater struct {
 }
 
 func (g *gater) InterceptPeerDial(p peer.ID) bool {
-	return g.c.allowed(g.self, g.c.memberOf(p))
+	m := g.c.memberOf(p)
+	if g.c.building.Load() && m.kind == kindRelay {
+		if !g.c.meshSet[[2]int{min(g.self.index, m.index), max(g.self.index, m.index)}] {
+			return false
+		}
+	}
+	return g.c.allowed(g.self, m)
 }
 
 func (g *gater) InterceptAddrDial(p peer.ID, a ma.Multiaddr) bool {

@@ -1,0 +1,3 @@
+package testnet
+
+func SetParallelism(n int) { parallelism = n }
