@@ -33,8 +33,10 @@ const DefaultTimeout = 2 * time.Minute
 // into one DHT and clients, all on 127.0.0.1, with faults on demand.
 // Create it with New (tests) or Start; Close stops everything.
 type Cluster struct {
-	// Relays and Clients are the members, by index. The slices never
-	// change after Start; a member's state (running, online) does.
+	// Relays and Clients are the members, by index. Relays never changes
+	// after Start; AddClient appends to Clients (do not call it while
+	// another goroutine reads Clients). A member's state (running,
+	// online) changes with faults.
 	Relays  []*Relay
 	Clients []*Client
 
@@ -176,6 +178,26 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		}
 	}
 	return c, nil
+}
+
+// AddClient adds a client to the cluster (the next index, its own data
+// directory, key and links) and brings it online.
+func (c *Cluster) AddClient(ctx context.Context) (*Client, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	i := len(c.Clients)
+	c.mu.Unlock()
+	cl, err := c.newClient(i)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.Clients = append(c.Clients, cl)
+	c.mu.Unlock()
+	return cl, cl.Online(ctx)
 }
 
 // Seed returns the seed of the cluster's random choices (Options.Seed).

@@ -1,3 +1,0 @@
-package testnet
-
-func SetParallelism(n int) { parallelism = n }
