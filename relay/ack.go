@@ -54,6 +54,9 @@ func (n *Node) serveAck(in *inbound) {
 		return
 	}
 	n.m.acked.Add(float64(res.Acked))
+	if len(res.Tombstones) > 0 {
+		n.repl.tombstoned(res.Tombstones)
+	}
 	if n.cfg.Forwarder != nil && len(res.Tombstones) > 0 {
 		n.cfg.Forwarder.Tombstoned(res.Tombstones)
 	}

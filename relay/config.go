@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -107,12 +108,47 @@ type Config struct {
 	// ReplicationFactor (R) is the replica set size (SPEC.md §14).
 	// Default 3.
 	ReplicationFactor int
-	// ReceiptQuorum is how many replicas must hold an entry before its
-	// receipt is sent. This version supports only 1 (the default).
+	// ReceiptQuorum is how many replicas (this relay included) must hold a
+	// new entry before its deposit is answered, 1 … ReplicationFactor
+	// (SPEC.md §10.3). Above 1 the answer waits for the other replicas'
+	// replicate answers, at most QuorumTimeout; its replicas field says how
+	// many held the entry. Default 1.
 	ReceiptQuorum int
+	// QuorumTimeout bounds the wait for ReceiptQuorum; an entry that is
+	// not held by enough replicas by then is answered OK with the count
+	// reached (it is durable here, and replication goes on). Default 5 s.
+	QuorumTimeout time.Duration
 	// ReplicaGrace is how long a former replica is still trusted for
 	// replication (SPEC.md §10.9). Default 1 h.
 	ReplicaGrace time.Duration
+	// ReplicaCacheTTL is how long a replica set found with a DHT lookup
+	// is reused (SPEC.md §14); churn in the routing table makes the relay
+	// check it earlier. Default 1 min.
+	ReplicaCacheTTL time.Duration
+	// ReplicaLookupTimeout bounds one DHT lookup of a replica set (a
+	// deposit for a mailbox whose set is not cached waits for it).
+	// Default 5 s.
+	ReplicaLookupTimeout time.Duration
+	// MaxReplicaLookups bounds the DHT lookups of replica sets in flight;
+	// beyond it the relay uses its routing table's estimate. Default 32.
+	MaxReplicaLookups int
+	// ReplicateQueue and ReplicateQueueBytes bound the entries and
+	// tombstones waiting to be forwarded to one replica (envelope bytes);
+	// what does not fit is dropped and left to anti-entropy. Defaults
+	// 16,384 and 32 MiB.
+	ReplicateQueue      int
+	ReplicateQueueBytes int
+	// AntiEntropyInterval is the period of anti-entropy: every interval
+	// the relay reconciles each mailbox it replicates with each other
+	// replica not reconciled with during the interval (SPEC.md §10.10).
+	// It also reconciles with a replica as soon as it (re)connects.
+	// Default 1 min.
+	AntiEntropyInterval time.Duration
+	// CatchUpWait is how long a starting relay that holds mailboxes and has
+	// bootstrap peers waits for its routing table to fill before its first
+	// anti-entropy pass; until that pass has reconciled every mailbox with
+	// another replica, Health reports ErrCatchingUp. Default 1 min.
+	CatchUpWait time.Duration
 	// ReconcileIDThreshold, ReconcileBranching and MaxReconcileRounds
 	// tune anti-entropy (SPEC.md §10.10). Defaults 32, 16, 64.
 	ReconcileIDThreshold int
@@ -145,12 +181,18 @@ type Config struct {
 	// ConnectionGater, if set, vets every connection of the host (testnet
 	// partitions relays with it; operators may block peers).
 	ConnectionGater connmgr.ConnectionGater
-	// Placement decides which mailboxes this relay accepts deposits for
-	// (SPEC.md §14). Nil: every mailbox (a lone relay).
+	// Placement, if set, replaces the relay's own decision of which
+	// mailboxes it accepts deposits for (SPEC.md §14: the R relays closest
+	// to the mailbox's key in the DHT). Replication and anti-entropy still
+	// follow the DHT's replica sets.
 	Placement Placement
-	// Forwarder, if set, receives every entry stored here and every
-	// tombstone left by an ack (replication, issue 6).
+	// Forwarder, if set, also receives every entry stored here and every
+	// tombstone left by an ack, besides the relay's own replication.
 	Forwarder Forwarder
+
+	// dhtOptions are appended to the DHT's options (tests: a fast local
+	// cluster without auto refresh).
+	dhtOptions []dht.Option
 }
 
 // Version is the software version a relay advertises when Config.Version is
@@ -192,7 +234,15 @@ func DefaultConfig() Config {
 		FateRetention:            7 * 24 * time.Hour,
 		ReplicationFactor:        3,
 		ReceiptQuorum:            1,
+		QuorumTimeout:            5 * time.Second,
 		ReplicaGrace:             time.Hour,
+		ReplicaCacheTTL:          time.Minute,
+		ReplicaLookupTimeout:     5 * time.Second,
+		MaxReplicaLookups:        32,
+		ReplicateQueue:           16_384,
+		ReplicateQueueBytes:      32 << 20,
+		AntiEntropyInterval:      time.Minute,
+		CatchUpWait:              time.Minute,
 		ReconcileIDThreshold:     32,
 		ReconcileBranching:       16,
 		MaxReconcileRounds:       64,
@@ -243,8 +293,15 @@ func (c *Config) validate() error {
 		return bad("FateRetention must not be negative")
 	case c.ReplicationFactor < 1:
 		return bad("ReplicationFactor must be positive")
-	case c.ReceiptQuorum != 1:
-		return bad("ReceiptQuorum %d: only 1 is supported", c.ReceiptQuorum)
+	case c.ReceiptQuorum < 1 || c.ReceiptQuorum > c.ReplicationFactor:
+		return bad("ReceiptQuorum %d not in [1, ReplicationFactor %d]", c.ReceiptQuorum, c.ReplicationFactor)
+	case c.QuorumTimeout <= 0 || c.ReplicaGrace < 0 || c.ReplicaCacheTTL <= 0 || c.ReplicaLookupTimeout <= 0 ||
+		c.AntiEntropyInterval <= 0 || c.CatchUpWait < 0:
+		return bad("replication timeouts and intervals must be positive")
+	case c.MaxReplicaLookups < 1 || c.ReplicateQueue < 1 || c.ReplicateQueueBytes < c.MaxEnvelopeBytes:
+		return bad("MaxReplicaLookups and ReplicateQueue must be positive, ReplicateQueueBytes ≥ MaxEnvelopeBytes")
+	case c.ReconcileIDThreshold < 1 || c.ReconcileBranching < 2 || c.MaxReconcileRounds < 2:
+		return bad("reconcile tuning: threshold ≥ 1, branching ≥ 2, rounds ≥ 2")
 	case c.DepositStreamBytes < c.MaxEnvelopeBytes:
 		return bad("DepositStreamBytes must be at least MaxEnvelopeBytes")
 	case c.MaxConnections < 1 || c.MaxMemoryBytes < 1<<20:

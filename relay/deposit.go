@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -206,12 +207,44 @@ func (n *Node) releaseItem(in *inbound, budget *byteBudget, it depositItem) {
 }
 
 // depositProcessor appends and answers batches until the reader is done.
-// It returns false if writing failed.
+// It returns false if writing failed. With ReceiptQuorum above 1 the
+// answers of a batch wait for the other replicas; an answerer goroutine then
+// writes them while the processor appends the next batch.
 func (n *Node) depositProcessor(in *inbound, f *rpc.Framed, items <-chan depositItem, budget *byteBudget) bool {
 	maxBatch := n.cfg.MaxCommitBatch
+	quorum := n.cfg.ReceiptQuorum > 1
+	var jobs chan depositJob
+	var answerer sync.WaitGroup
+	var failed atomic.Bool
+	if quorum {
+		jobs = make(chan depositJob, 4)
+		answerer.Add(1)
+		go func() {
+			defer answerer.Done()
+			for j := range jobs {
+				if failed.Load() {
+					for i := range j.batch {
+						n.releaseItem(in, budget, j.batch[i])
+					}
+					continue
+				}
+				if err := n.answerDeposits(in, f, budget, j.batch, j.results, n.waitQuorum(j.results)); err != nil {
+					in.log.Debug("deposit stream write failed", "err", err)
+					failed.Store(true)
+				}
+			}
+		}()
+	}
 	batch := make([]depositItem, 0, maxBatch)
 	deps := make([]store.Deposit, 0, maxBatch)
 	for first := range items {
+		if failed.Load() {
+			n.releaseItem(in, budget, first)
+			break
+		}
+		if quorum {
+			batch = make([]depositItem, 0, maxBatch)
+		}
 		batch = append(batch[:0], first)
 	gather:
 		for len(batch) < maxBatch {
@@ -236,39 +269,88 @@ func (n *Node) depositProcessor(in *inbound, f *rpc.Framed, items <-chan deposit
 			n.m.appendBatch.Observe(float64(len(deps)))
 			results = n.store.AppendMany(n.workCtx, deps)
 		}
-		j := 0
-		var werr error
-		for i := range batch {
-			it := &batch[i]
-			resp := it.resp
-			if resp == nil {
-				var r store.AppendManyResult
-				if j < len(results) {
-					r = results[j]
-				} else {
-					r.Err = errors.New("store returned too few results")
-				}
-				j++
-				resp = n.depositAnswer(in, it.id, r)
-			}
-			if werr == nil {
-				werr = f.Buffer(resp)
-			}
-			n.releaseItem(in, budget, *it)
+		if quorum {
+			jobs <- depositJob{batch: batch, results: results}
+			continue
 		}
-		if werr == nil {
-			werr = f.Flush(n.cfg.WriteTimeout)
-		}
-		if werr != nil {
-			in.log.Debug("deposit stream write failed", "err", werr)
+		if err := n.answerDeposits(in, f, budget, batch, results, nil); err != nil {
+			in.log.Debug("deposit stream write failed", "err", err)
 			return false
 		}
-		now := time.Now()
-		for i := range batch {
-			n.m.depositLat.Observe(now.Sub(batch[i].start).Seconds())
+	}
+	if quorum {
+		close(jobs)
+		answerer.Wait()
+	}
+	return !failed.Load()
+}
+
+// depositJob is a batch appended and waiting for its answers.
+type depositJob struct {
+	batch   []depositItem
+	results []store.AppendManyResult
+}
+
+// waitQuorum waits for the new entries of a batch to reach ReceiptQuorum
+// (at most QuorumTimeout) and returns how many replicas held each result
+// (nil entries for results that are not new entries).
+func (n *Node) waitQuorum(results []store.AppendManyResult) []int {
+	var cids []wire.CID
+	var idx []int
+	for i, r := range results {
+		if r.Err == nil && !r.Duplicate && r.Receipt.Seq != 0 {
+			cids = append(cids, r.Receipt.CID)
+			idx = append(idx, i)
 		}
 	}
-	return true
+	out := make([]int, len(results))
+	if len(cids) == 0 {
+		return out
+	}
+	held := n.repl.quorum.wait(n.workCtx, cids, time.Now().Add(n.cfg.QuorumTimeout))
+	for k, i := range idx {
+		out[i] = held[k]
+	}
+	return out
+}
+
+// answerDeposits writes the answers of one batch in order and releases its
+// items; replicas, if not nil, says how many replicas held each result.
+func (n *Node) answerDeposits(in *inbound, f *rpc.Framed, budget *byteBudget, batch []depositItem, results []store.AppendManyResult, replicas []int) error {
+	j := 0
+	var werr error
+	for i := range batch {
+		it := &batch[i]
+		resp := it.resp
+		if resp == nil {
+			var r store.AppendManyResult
+			if j < len(results) {
+				r = results[j]
+			} else {
+				r.Err = errors.New("store returned too few results")
+			}
+			resp = n.depositAnswer(in, it.id, r)
+			if replicas != nil && j < len(replicas) && replicas[j] > 0 {
+				resp.Replicas = uint32(replicas[j])
+			}
+			j++
+		}
+		if werr == nil {
+			werr = f.Buffer(resp)
+		}
+		n.releaseItem(in, budget, *it)
+	}
+	if werr == nil {
+		werr = f.Flush(n.cfg.WriteTimeout)
+	}
+	if werr != nil {
+		return werr
+	}
+	now := time.Now()
+	for i := range batch {
+		n.m.depositLat.Observe(now.Sub(batch[i].start).Seconds())
+	}
+	return nil
 }
 
 // depositAnswer turns a store result into the wire answer.

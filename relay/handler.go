@@ -47,6 +47,8 @@ func (n *Node) registerHandlers() {
 		{wire.ProtocolAck, "ack", replyAck, n.serveAck},
 		{wire.ProtocolStatus, "status", replyStatus, n.serveStatus},
 		{wire.ProtocolPrekeys, "prekeys", replyPrekeys, n.servePrekeys},
+		{wire.ProtocolReplicate, "replicate", nil, n.serveReplicate},
+		{wire.ProtocolReconcile, "reconcile", replyReconcile, n.serveReconcile},
 	} {
 		n.host.SetStreamHandler(p.id, func(s network.Stream) { n.serve(s, p) })
 	}

@@ -30,6 +30,14 @@ type metrics struct {
 	authFailures  *prometheus.CounterVec   // by status
 	streamsOpen   *prometheus.GaugeVec     // by protocol
 	latency       *prometheus.HistogramVec // one-shot requests by protocol
+
+	// Replication.
+	replicated        *prometheus.CounterVec // replicate items by outcome
+	replicateDropped  prometheus.Counter     // forwarding items dropped (left to anti-entropy)
+	reconciled        *prometheus.CounterVec // items received by reconciliation, by outcome
+	reconcileSessions *prometheus.CounterVec // mailbox sessions completed, by role
+	reconcileBytes    *prometheus.CounterVec // frame bytes of initiated reconcile streams, by direction
+	lookups           *prometheus.CounterVec // replica-set computations, by source
 }
 
 // latencyBuckets span 50 µs to ~3 s.
@@ -87,10 +95,29 @@ func newMetrics(stats func() store.Stats, replay func() float64, peers func() fl
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "cairn_relay_request_seconds", Help: "Duration of one-request streams, by protocol.", Buckets: latencyBuckets,
 		}, []string{"protocol"}),
+		replicated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_relay_replicated_total", Help: "Replicated entries, by outcome: sent (and acknowledged), received, duplicate, refused_<STATUS>.",
+		}, []string{"result"}),
+		replicateDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_relay_replicate_dropped_total", Help: "Entries and tombstones not forwarded (full queue, unreachable replica); anti-entropy reconciles their mailboxes.",
+		}),
+		reconciled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_relay_reconciled_total", Help: "Items received by anti-entropy, by outcome: received, duplicate, tombstone, refused_<STATUS>.",
+		}, []string{"result"}),
+		reconcileSessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_relay_reconcile_sessions_total", Help: "Mailboxes reconciled with a replica, by role (initiated, answered).",
+		}, []string{"role"}),
+		reconcileBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_relay_reconcile_bytes_total", Help: "Frame bytes of the reconcile streams this relay initiated, by direction.",
+		}, []string{"direction"}),
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_relay_replica_lookups_total", Help: "Replica sets computed, by source (dht lookup, routing-table estimate).",
+		}, []string{"source"}),
 	}
 	reg.MustRegister(m.requests, m.rejects, m.deposits, m.depositLat, m.appendBatch, m.syncs,
 		m.syncEntries, m.syncLat, m.pushes, m.pushLat, m.slowConsumers, m.subscribers, m.acked,
-		m.authFailures, m.streamsOpen, m.latency)
+		m.authFailures, m.streamsOpen, m.latency, m.replicated, m.replicateDropped, m.reconciled,
+		m.reconcileSessions, m.reconcileBytes, m.lookups)
 	gauge := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -26,6 +27,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cairn-net/cairn/rpc"
 	"github.com/cairn-net/cairn/store"
 	"github.com/cairn-net/cairn/wire"
 )
@@ -68,6 +70,16 @@ type Node struct {
 	dht     *dht.IpfsDHT
 	store   *store.Log
 	prekeys prekeyStore
+
+	// Replication (SPEC.md §10.9, §10.10, §14).
+	placer   *placer
+	repl     *replicator
+	ae       *antiEntropy
+	rpc      *rpc.Client
+	verifier *wire.ReceiptVerifier
+	// reconcileNoImport makes reconciliation count what it receives
+	// without storing it (the protocol benchmark keeps its difference).
+	reconcileNoImport bool
 
 	// drainCtx ends when Close begins; workCtx when the drain is over
 	// (in-flight work is then abandoned).
@@ -122,13 +134,13 @@ func New(cfg Config) (*Node, error) {
 		streams:   make(map[network.Stream]struct{}),
 		closed:    make(chan struct{}),
 	}
-	if n.placement == nil {
-		n.placement = acceptAll{}
-	}
 	n.drainCtx, n.drainCancel = context.WithCancel(context.Background())
 	n.workCtx, n.workCancel = context.WithCancel(context.Background())
 	n.m = newMetrics(n.storeStats, func() float64 { return float64(n.replay.len()) }, func() float64 { return float64(n.adm.size()) })
 	n.hub = newHub(n)
+	n.repl = newReplicator(n)
+	n.ae = newAntiEntropy(n)
+	n.verifier = wire.NewReceiptVerifier(rpc.DefaultVerifierRoots)
 	return n, nil
 }
 
@@ -237,9 +249,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("relay: connection manager: %w", err)
 	}
+	// The host listens only once the DHT's routing table reports churn to
+	// the placer (no peer can connect before), so that the callbacks are
+	// set before any other goroutine reads them.
 	hostOpts := []libp2p.Option{
 		libp2p.Identity(n.key),
-		libp2p.ListenAddrs(n.cfg.ListenAddrs...),
+		libp2p.NoListenAddrs,
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
 		libp2p.Security(noise.ID, noise.New),
@@ -260,26 +275,52 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("relay: host: %w", err)
 	}
 	n.host = h
-	d, err := dht.New(h,
+	d, err := dht.New(h, append([]dht.Option{
 		dht.Mode(dht.ModeServer),
 		dht.ProtocolPrefix(wire.DHTPrefix),
 		dht.DisableProviders(),
 		dht.DisableValues(),
 		dht.BootstrapPeers(n.cfg.BootstrapPeers...),
-	)
+	}, n.cfg.dhtOptions...)...)
 	if err != nil {
 		return fmt.Errorf("relay: dht: %w", err)
 	}
 	n.dht = d
+	n.placer = newPlacer(n, d)
+	n.placer.onView = func(lookedUp bool) {
+		n.m.lookups.WithLabelValues(map[bool]string{true: "dht", false: "estimate"}[lookedUp]).Inc()
+	}
+	if n.placement == nil {
+		n.placement = n.placer
+	}
+	rt := d.RoutingTable()
+	added, removed := rt.PeerAdded, rt.PeerRemoved
+	rt.PeerAdded = func(p peer.ID) { added(p); n.onRoutingTable(p, true) }
+	rt.PeerRemoved = func(p peer.ID) { removed(p); n.onRoutingTable(p, false) }
+	sub, err := h.EventBus().Subscribe([]any{new(event.EvtPeerIdentificationCompleted), new(event.EvtPeerConnectednessChanged)})
+	if err != nil {
+		return fmt.Errorf("relay: events: %w", err)
+	}
+	n.rpc = &rpc.Client{Host: h, Timeout: relayCallTimeout, Verifier: n.verifier}
+	n.ae.start()
 
 	n.mu.Lock()
 	n.state = stateRunning
 	n.mu.Unlock()
 	n.registerHandlers()
+	if err := h.Network().Listen(n.cfg.ListenAddrs...); err != nil {
+		_ = sub.Close()
+		n.mu.Lock()
+		n.state = stateNew
+		n.mu.Unlock()
+		return fmt.Errorf("relay: listen: %w", err)
+	}
 
-	n.bg.Add(2)
+	n.bg.Add(4)
 	go n.bootstrap()
 	go n.housekeeping()
+	go n.watchPeers(sub)
+	go n.ae.run()
 	n.log.Info("relay started", "peer", n.id.String(), "addrs", fmt.Sprint(h.Addrs()))
 	return nil
 }
@@ -317,6 +358,8 @@ func (n *Node) housekeeping() {
 			return
 		case <-t.C:
 			n.adm.sweep(n.now())
+			n.placer.prune()
+			n.repl.quorum.sweep(4 * n.cfg.QuorumTimeout)
 		}
 	}
 }
@@ -438,6 +481,8 @@ func (n *Node) Close() error {
 	}
 	n.workCancel()
 	n.bg.Wait()
+	n.repl.close()
+	n.placer.close()
 
 	var errs []error
 	for _, pid := range relayProtocols {
@@ -489,6 +534,9 @@ func (n *Node) Health(ctx context.Context) error {
 	if len(n.cfg.BootstrapPeers) > 0 && n.dht.RoutingTable().Size() == 0 {
 		errs = append(errs, errors.New("dht routing table empty"))
 	}
+	if left := n.ae.catchingUp(); left > 0 {
+		errs = append(errs, fmt.Errorf("%w (%d mailboxes)", ErrCatchingUp, left))
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("relay unhealthy: %w", errors.Join(errs...))
 	}
@@ -504,7 +552,13 @@ var relayProtocols = []protocol.ID{
 	wire.ProtocolAck,
 	wire.ProtocolStatus,
 	wire.ProtocolPrekeys,
+	wire.ProtocolReplicate,
+	wire.ProtocolReconcile,
 }
+
+// relayCallTimeout bounds each relay-to-relay call and each wait for an
+// answer on a replicate or reconcile stream.
+const relayCallTimeout = 20 * time.Second
 
 // ListenAddrs is a convenience for configs: it parses multiaddr strings.
 func ListenAddrs(addrs ...string) ([]ma.Multiaddr, error) {

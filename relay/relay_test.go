@@ -75,7 +75,9 @@ func TestRelayConfigValidation(t *testing.T) {
 		"envelope too big": func(c *Config) { c.MaxEnvelopeBytes = wire.MaxEnvelope + 1 },
 		"ttl":              func(c *Config) { c.MaxTTL = c.DefaultTTL - 1 },
 		"postage":          func(c *Config) { c.PostageDifficulty = 41 },
-		"quorum":           func(c *Config) { c.ReceiptQuorum = 2 },
+		"quorum above R":   func(c *Config) { c.ReceiptQuorum = 4 },
+		"no quorum":        func(c *Config) { c.ReceiptQuorum = 0 },
+		"anti-entropy":     func(c *Config) { c.AntiEntropyInterval = 0 },
 		"streams":          func(c *Config) { c.MaxStreamsPerPeer = 0 },
 		"secp256k1 identity": func(c *Config) {
 			k, _, err := crypto.GenerateSecp256k1Key(rand.Reader)

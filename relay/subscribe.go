@@ -167,6 +167,9 @@ func (sub *subscriber) take(into []push) ([]push, bool) {
 // onStored is the store's OnStored hook: live pushes and replication.
 func (n *Node) onStored(e store.StoredEntry) {
 	n.hub.publish(e, time.Now())
+	if n.placer != nil {
+		n.repl.stored(e)
+	}
 	if n.cfg.Forwarder != nil {
 		n.cfg.Forwarder.Stored(e)
 	}

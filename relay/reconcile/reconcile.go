@@ -40,8 +40,35 @@ func DefaultConfig() Config {
 	return Config{IDThreshold: 32, Branching: 16, MaxRanges: 8192, MaxIDs: 65536}
 }
 
-// Set is one side's items, sorted, with prefix sums so that any range's
-// fingerprint costs two binary searches and a hash.
+// Source is one side's items: 32-byte digests in ascending bytewise order,
+// with the range queries the engine needs. A bound is an exclusive upper
+// bound of 1 … 32 bytes that stands for itself padded with zero bytes to 32
+// (SPEC.md §10.10); a nil lower bound is the start of the space and a nil
+// upper bound its end. Set is the in-memory Source; package relay adapts
+// its store's reconciliation indexes.
+type Source interface {
+	// Fingerprint returns the accumulator (fingerprint and count) of the
+	// items x with lower ≤ x < upper.
+	Fingerprint(lower, upper []byte) (wire.FingerprintAcc, error)
+	// Items returns the items in [lower, upper), ascending.
+	Items(lower, upper []byte) ([]Item, error)
+	// Split divides the n > 0 items of [lower, upper) into min(k, n)
+	// consecutive, non-empty subranges of nearly equal count, in order.
+	// Each Sub.Upper but the last is the shortest bound that separates
+	// the subrange's last item from the next one's first (the common
+	// prefix of the two plus one byte of the larger); the last is upper.
+	Split(lower, upper []byte, k int) ([]Sub, error)
+}
+
+// Sub is one subrange of a Split: its exclusive upper bound and the
+// accumulator of its items.
+type Sub struct {
+	Upper []byte
+	Acc   wire.FingerprintAcc
+}
+
+// Set is one side's items in memory, sorted, with prefix sums so that any
+// range's fingerprint costs two binary searches and a hash.
 type Set struct {
 	cfg    Config
 	items  []Item
@@ -50,8 +77,8 @@ type Set struct {
 
 // NewSet takes ownership of items, which must be sorted strictly ascending.
 func NewSet(items []Item, cfg Config) (*Set, error) {
-	if cfg.IDThreshold < 1 || cfg.Branching < 2 {
-		return nil, fmt.Errorf("reconcile: config %+v: threshold ≥ 1 and branching ≥ 2 required", cfg)
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	for i := 1; i < len(items); i++ {
 		if bytes.Compare(items[i-1][:], items[i][:]) >= 0 {
@@ -66,13 +93,23 @@ func NewSet(items []Item, cfg Config) (*Set, error) {
 	return &Set{cfg: cfg, items: items, prefix: prefix}, nil
 }
 
+func (c Config) check() error {
+	if c.IDThreshold < 1 || c.Branching < 2 {
+		return fmt.Errorf("reconcile: config %+v: threshold ≥ 1 and branching ≥ 2 required", c)
+	}
+	return nil
+}
+
 // Len returns the number of items.
 func (s *Set) Len() int { return len(s.items) }
 
-// lowerIndex returns the index of the first item not below bound (an
-// exclusive upper bound of the previous range); nil means the end.
-func (s *Set) lowerIndex(bound []byte) int {
+// index returns the index of the first item not below bound; a nil bound
+// is the start when lower, the end otherwise.
+func (s *Set) index(bound []byte, lower bool) int {
 	if bound == nil {
+		if lower {
+			return 0
+		}
 		return len(s.items)
 	}
 	var padded Item
@@ -81,48 +118,107 @@ func (s *Set) lowerIndex(bound []byte) int {
 	return i
 }
 
-func (s *Set) fingerprint(a, b int) (wire.Fingerprint, uint64) {
+func (s *Set) span(lower, upper []byte) (a, b int) {
+	a, b = s.index(lower, true), s.index(upper, false)
+	return a, max(a, b)
+}
+
+func (s *Set) acc(a, b int) wire.FingerprintAcc {
 	acc := s.prefix[b]
 	acc.Sub(&s.prefix[a])
-	return acc.Fingerprint(), acc.Count()
+	return acc
+}
+
+// Fingerprint implements Source.
+func (s *Set) Fingerprint(lower, upper []byte) (wire.FingerprintAcc, error) {
+	a, b := s.span(lower, upper)
+	return s.acc(a, b), nil
+}
+
+// Items implements Source.
+func (s *Set) Items(lower, upper []byte) ([]Item, error) {
+	a, b := s.span(lower, upper)
+	return slices.Clone(s.items[a:b]), nil
+}
+
+// Split implements Source.
+func (s *Set) Split(lower, upper []byte, k int) ([]Sub, error) {
+	a, b := s.span(lower, upper)
+	n := b - a
+	out := make([]Sub, 0, min(k, n))
+	lo := a
+	for j := 1; j <= k; j++ {
+		hi := a + n*j/k
+		if hi == lo {
+			continue
+		}
+		bound := upper
+		if j < k {
+			bound = s.boundBetween(hi)
+		}
+		out = append(out, Sub{Upper: bound, Acc: s.acc(lo, hi)})
+		lo = hi
+	}
+	return out, nil
 }
 
 // boundBetween returns the shortest prefix of items[i] that is above
 // items[i-1]: an exclusive upper bound that separates them.
-func (s *Set) boundBetween(i int) []byte {
-	prev, cur := s.items[i-1], s.items[i]
+func (s *Set) boundBetween(i int) []byte { return ShortestBound(s.items[i-1], s.items[i]) }
+
+// ShortestBound returns the shortest exclusive upper bound that separates
+// prev from next (prev < next): the common prefix of the two plus one byte
+// of next.
+func ShortestBound(prev, next Item) []byte {
 	k := 0
-	for k < len(cur) && prev[k] == cur[k] {
+	for k < len(next) && prev[k] == next[k] {
 		k++
 	}
-	return slices.Clone(cur[:k+1])
-}
-
-func (s *Set) idsRange(upper []byte, a, b int) *pb.Range {
-	ids := make([][]byte, 0, b-a)
-	for i := a; i < b; i++ {
-		ids = append(ids, slices.Clone(s.items[i][:]))
-	}
-	return &pb.Range{Upper: upper, Mode: pb.RangeMode_RANGE_MODE_IDS, Ids: ids}
-}
-
-// fpRange describes [a, b) by its fingerprint, or by its (short) item list
-// when that is no longer than a fingerprint: an empty range, or the whole
-// space of a set below the ID threshold.
-func (s *Set) fpRange(upper []byte, a, b int) *pb.Range {
-	if b == a {
-		return s.idsRange(upper, a, b)
-	}
-	fp, n := s.fingerprint(a, b)
-	return &pb.Range{Upper: upper, Mode: pb.RangeMode_RANGE_MODE_FINGERPRINT, Fingerprint: fp[:], Count: n}
+	return slices.Clone(next[:min(k+1, len(next))])
 }
 
 // Initiate returns the first message: the whole space as one range.
 func (s *Set) Initiate() []*pb.Range {
-	if len(s.items) <= s.cfg.IDThreshold {
-		return []*pb.Range{s.idsRange(nil, 0, len(s.items))}
+	r, _ := Initiate(s, s.cfg)
+	return r
+}
+
+// Respond processes one incoming message against the set (see Respond).
+func (s *Set) Respond(in []*pb.Range) (Result, error) { return Respond(s, s.cfg, in) }
+
+// Initiate returns the first message of an exchange over src: the whole
+// space as one range, IDS if src holds at most cfg.IDThreshold items, else
+// FINGERPRINT.
+func Initiate(src Source, cfg Config) ([]*pb.Range, error) {
+	acc, err := src.Fingerprint(nil, nil)
+	if err != nil {
+		return nil, err
 	}
-	return []*pb.Range{s.fpRange(nil, 0, len(s.items))}
+	if acc.Count() <= uint64(cfg.IDThreshold) {
+		r, err := idsRange(src, nil, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		return []*pb.Range{r}, nil
+	}
+	return []*pb.Range{fpRange(nil, acc)}, nil
+}
+
+func idsRange(src Source, lower, upper, bound []byte) (*pb.Range, error) {
+	items, err := src.Items(lower, upper)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([][]byte, len(items))
+	for i := range items {
+		ids[i] = items[i][:]
+	}
+	return &pb.Range{Upper: bound, Mode: pb.RangeMode_RANGE_MODE_IDS, Ids: ids}, nil
+}
+
+func fpRange(upper []byte, acc wire.FingerprintAcc) *pb.Range {
+	fp := acc.Fingerprint()
+	return &pb.Range{Upper: upper, Mode: pb.RangeMode_RANGE_MODE_FINGERPRINT, Fingerprint: fp[:], Count: acc.Count()}
 }
 
 // Result is what one step learned.
@@ -146,11 +242,11 @@ func Complete(ranges []*pb.Range) bool {
 	return true
 }
 
-// Respond processes one incoming message. It returns an error wrapping
-// wire.ErrMalformed for a message that does not tile the space with
-// increasing bounds or breaks a limit; the set is never changed.
-func (s *Set) Respond(in []*pb.Range) (Result, error) {
-	if err := s.validate(in); err != nil {
+// Respond processes one incoming message against src. It returns an error
+// wrapping wire.ErrMalformed for a message that does not tile the space
+// with increasing bounds or breaks a limit (Validate), or src's error.
+func Respond(src Source, cfg Config, in []*pb.Range) (Result, error) {
+	if err := Validate(cfg, in); err != nil {
 		return Result{}, err
 	}
 	if Complete(in) {
@@ -165,72 +261,69 @@ func (s *Set) Respond(in []*pb.Range) (Result, error) {
 		}
 		out = append(out, &pb.Range{Upper: upper, Mode: pb.RangeMode_RANGE_MODE_SKIP})
 	}
-	a := 0
+	var lower []byte
 	for _, r := range in {
-		b := s.lowerIndex(r.Upper)
+		upper := r.Upper
 		switch r.Mode {
 		case pb.RangeMode_RANGE_MODE_SKIP:
-			skip(r.Upper)
+			skip(upper)
 		case pb.RangeMode_RANGE_MODE_FINGERPRINT:
-			fp, n := s.fingerprint(a, b)
-			if n == r.Count && bytes.Equal(fp[:], r.Fingerprint) {
-				skip(r.Upper)
+			acc, err := src.Fingerprint(lower, upper)
+			if err != nil {
+				return Result{}, err
+			}
+			fp := acc.Fingerprint()
+			if acc.Count() == r.Count && bytes.Equal(fp[:], r.Fingerprint) {
+				skip(upper)
 				break
 			}
-			out = append(out, s.split(r.Upper, a, b)...)
+			if acc.Count() <= uint64(cfg.IDThreshold) {
+				ids, err := idsRange(src, lower, upper, upper)
+				if err != nil {
+					return Result{}, err
+				}
+				out = append(out, ids)
+				break
+			}
+			subs, err := src.Split(lower, upper, cfg.Branching)
+			if err != nil {
+				return Result{}, err
+			}
+			for _, sub := range subs {
+				out = append(out, fpRange(sub.Upper, sub.Acc))
+			}
 		case pb.RangeMode_RANGE_MODE_IDS:
-			have, need := s.diff(r.Ids, a, b)
+			mine, err := src.Items(lower, upper)
+			if err != nil {
+				return Result{}, err
+			}
+			have, need := diff(mine, r.Ids)
 			res.Have = append(res.Have, have...)
 			res.Need = append(res.Need, need...)
-			skip(r.Upper)
+			skip(upper)
 		}
-		a = b
+		lower = upper
 	}
 	res.Ranges = out
 	return res, nil
 }
 
-// split answers a differing range [a, b) with its items, or with
-// Branching subranges of equal count.
-func (s *Set) split(upper []byte, a, b int) []*pb.Range {
-	n := b - a
-	if n <= s.cfg.IDThreshold {
-		return []*pb.Range{s.idsRange(upper, a, b)}
-	}
-	k := s.cfg.Branching
-	out := make([]*pb.Range, 0, k)
-	lo := a
-	for j := 1; j <= k; j++ {
-		hi := a + n*j/k
-		if hi == lo {
-			continue
-		}
-		bound := upper
-		if j < k {
-			bound = s.boundBetween(hi)
-		}
-		out = append(out, s.fpRange(bound, lo, hi))
-		lo = hi
-	}
-	return out
-}
-
-// diff compares the peer's complete list of a range with this side's items
-// [a, b) (both sorted).
-func (s *Set) diff(peer [][]byte, a, b int) (have, need []Item) {
-	i, j := a, 0
-	for i < b || j < len(peer) {
+// diff compares this side's items of a range with the peer's complete list
+// of it (both sorted).
+func diff(mine []Item, peer [][]byte) (have, need []Item) {
+	i, j := 0, 0
+	for i < len(mine) || j < len(peer) {
 		switch {
 		case j == len(peer):
-			have = append(have, s.items[i])
+			have = append(have, mine[i])
 			i++
-		case i == b:
+		case i == len(mine):
 			need = append(need, Item(peer[j]))
 			j++
 		default:
-			switch c := bytes.Compare(s.items[i][:], peer[j]); {
+			switch c := bytes.Compare(mine[i][:], peer[j]); {
 			case c < 0:
-				have = append(have, s.items[i])
+				have = append(have, mine[i])
 				i++
 			case c > 0:
 				need = append(need, Item(peer[j]))
@@ -244,10 +337,13 @@ func (s *Set) diff(peer [][]byte, a, b int) (have, need []Item) {
 	return have, need
 }
 
-// validate checks that ranges tile the whole space with strictly increasing
-// bounds, that the last is unbounded, and every field's size.
-func (s *Set) validate(in []*pb.Range) error {
-	if len(in) == 0 || len(in) > s.cfg.MaxRanges {
+// Validate checks a message against SPEC.md §10.10: its ranges tile the
+// whole space with strictly increasing bounds of 1 … 32 bytes, only the last
+// is unbounded, fingerprints are 16 bytes, ids are 32 bytes, ascending and
+// inside their range, and it has at most cfg.MaxRanges ranges and
+// cfg.MaxIDs ids. Errors wrap wire.ErrMalformed.
+func Validate(cfg Config, in []*pb.Range) error {
+	if len(in) == 0 || len(in) > cfg.MaxRanges {
 		return fmt.Errorf("reconcile: %d ranges: %w", len(in), wire.ErrMalformed)
 	}
 	ids := 0
@@ -277,8 +373,8 @@ func (s *Set) validate(in []*pb.Range) error {
 			}
 		case pb.RangeMode_RANGE_MODE_IDS:
 			ids += len(r.Ids)
-			if ids > s.cfg.MaxIDs {
-				return fmt.Errorf("reconcile: more than %d ids: %w", s.cfg.MaxIDs, wire.ErrMalformed)
+			if ids > cfg.MaxIDs {
+				return fmt.Errorf("reconcile: more than %d ids: %w", cfg.MaxIDs, wire.ErrMalformed)
 			}
 			for k, id := range r.Ids {
 				if len(id) != 32 {
@@ -288,7 +384,7 @@ func (s *Set) validate(in []*pb.Range) error {
 					return fmt.Errorf("reconcile: range %d: ids not ascending: %w", i, wire.ErrMalformed)
 				}
 			}
-			if err := s.idsInRange(r.Ids, in, i); err != nil {
+			if err := idsInRange(r.Ids, in, i); err != nil {
 				return err
 			}
 		default:
@@ -299,7 +395,7 @@ func (s *Set) validate(in []*pb.Range) error {
 }
 
 // idsInRange checks that the ids of range i lie inside its bounds.
-func (s *Set) idsInRange(ids [][]byte, in []*pb.Range, i int) error {
+func idsInRange(ids [][]byte, in []*pb.Range, i int) error {
 	if len(ids) == 0 {
 		return nil
 	}

@@ -1,0 +1,655 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cairn-net/cairn/relay/reconcile"
+	"github.com/cairn-net/cairn/rpc"
+	"github.com/cairn-net/cairn/store"
+	"github.com/cairn-net/cairn/wire"
+	"github.com/cairn-net/cairn/wire/pb"
+)
+
+// reconcile — /cairn/reconcile/1.0.0 (SPEC.md §10.10): anti-entropy between
+// two replicas by range-based set reconciliation (package relay/reconcile
+// over the store's reconciliation indexes).
+//
+// A stream carries exchanges, one per (mailbox, set), ENTRIES then
+// TOMBSTONES for each mailbox the initiator names, each exchange at most
+// once per stream. In an exchange the two sides take turns; a turn is one
+// or more frames: prelude frames that carry only items (entries or
+// tombstones) and done = false, then one turn frame. A side owes an answer
+// to a turn frame that has a range other than SKIP or a non-empty want;
+// every other turn frame has done = true and ends the exchange. Answering,
+// a side stores the items it received (each entry verified as in §10.9),
+// answers the ranges with the engine, asks (want) for the items the engine
+// found it lacks, and sends the items the engine found the peer lacks plus
+// those the peer's want asked for.
+//
+// The first turn frame of each side in an ENTRIES exchange carries, in
+// watermarks, its own origin's known_through for the mailbox, read before
+// the frame's ranges were computed. After both exchanges of a mailbox ended and every
+// item a side asked for is now known to it (stored, acked or expired)
+// and nothing it received failed to store, the side adopts the peer's
+// known_through for the peer's own origin (store.AdoptKnownThrough).
+
+// Limits of one exchange beyond SPEC.md §12's MaxReconcileRounds.
+const (
+	// maxPreludes bounds the item-only frames before one turn frame.
+	maxPreludes = 256
+	// reconcileItemBudget bounds the item bytes of one frame, leaving room
+	// for ranges and want within MaxEntryFrame.
+	reconcileItemBudget = rpc.MaxEntryFrame - (1 << 20)
+)
+
+// errReconcileProtocol is a peer breaking the turn rules.
+var errReconcileProtocol = errors.New("reconcile: protocol violation")
+
+// storeSource is the reconciliation engine's view of one set of one
+// mailbox in the store's indexes.
+type storeSource struct {
+	st  *store.Log
+	mb  wire.Mailbox
+	set store.Set
+}
+
+func (s *storeSource) Fingerprint(lower, upper []byte) (wire.FingerprintAcc, error) {
+	return s.st.RangeFingerprint(s.mb, s.set, lower, upper)
+}
+
+func (s *storeSource) Items(lower, upper []byte) ([]reconcile.Item, error) {
+	return s.st.RangeItems(s.mb, s.set, lower, upper, 0)
+}
+
+// Split splits with the store and shortens each inner bound: the store
+// returns the first digest of the next subrange, and the shortest prefix
+// p of it with no item in [p, digest) separates the two subranges just as
+// well (a binary search over the prefix length, one fingerprint query
+// each).
+func (s *storeSource) Split(lower, upper []byte, k int) ([]reconcile.Sub, error) {
+	subs, err := s.st.SplitRange(s.mb, s.set, lower, upper, k)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]reconcile.Sub, len(subs))
+	for i, sub := range subs {
+		out[i] = reconcile.Sub{Upper: sub.Upper, Acc: sub.Acc}
+		if i == len(subs)-1 || len(sub.Upper) != 32 {
+			continue
+		}
+		lo, hi := 1, 32 // the full digest always separates
+		for lo < hi {
+			mid := (lo + hi) / 2
+			acc, err := s.st.RangeFingerprint(s.mb, s.set, sub.Upper[:mid], sub.Upper)
+			if err != nil {
+				return nil, err
+			}
+			if acc.Count() == 0 {
+				hi = mid
+			} else {
+				lo = mid + 1
+			}
+		}
+		// A shorter bound must still be above the previous one.
+		if i == 0 || len(out[i-1].Upper) == 0 || padLess(out[i-1].Upper, sub.Upper[:lo]) {
+			out[i].Upper = sub.Upper[:lo:lo]
+		}
+	}
+	return out, nil
+}
+
+// padLess compares two bounds padded with zero bytes to 32.
+func padLess(a, b []byte) bool {
+	var pa, pb [32]byte
+	copy(pa[:], a)
+	copy(pb[:], b)
+	return string(pa[:]) < string(pb[:])
+}
+
+func setOf(s pb.ReconcileSet) (store.Set, bool) {
+	switch s {
+	case pb.ReconcileSet_RECONCILE_SET_ENTRIES:
+		return store.SetEntries, true
+	case pb.ReconcileSet_RECONCILE_SET_TOMBSTONES:
+		return store.SetTombstones, true
+	}
+	return 0, false
+}
+
+// hasWork reports whether a frame asks for an answer.
+func hasWork(m *pb.ReconcileMessage) bool {
+	return len(m.Want) > 0 || (len(m.Ranges) > 0 && !reconcile.Complete(m.Ranges))
+}
+
+// session is one side's state for one mailbox on one stream.
+type session struct {
+	n    *Node
+	peer peer.ID
+	mb   wire.Mailbox
+	// peerCurrent: the peer is a current replica in this relay's view;
+	// its entries of origins that are not replicas here are then accepted
+	// if the origin is among the mailbox's 2R closest relays.
+	peerCurrent bool
+	view        *replicaView
+
+	peerKT, ownKT uint64
+	havePeerKT    bool
+	failed        bool // something received could not be stored
+	wanted        map[[32]byte]store.Set
+	exchanges     int // exchanges that ended normally
+	received      int // items received
+	sent          int // items sent
+}
+
+// exchange is one side of one (mailbox, set) exchange.
+type exchange struct {
+	s        *session
+	set      store.Set
+	pset     pb.ReconcileSet
+	src      *storeSource
+	cfg      reconcile.Config
+	rounds   int
+	preludes int
+	sentAny  bool
+	ended    bool
+	refused  error
+}
+
+func (s *session) exchange(set pb.ReconcileSet) *exchange {
+	st, _ := setOf(set)
+	c := &s.n.cfg
+	return &exchange{
+		s: s, set: st, pset: set,
+		src: &storeSource{st: s.n.store, mb: s.mb, set: st},
+		cfg: reconcile.Config{IDThreshold: c.ReconcileIDThreshold, Branching: c.ReconcileBranching,
+			MaxRanges: reconcile.DefaultConfig().MaxRanges, MaxIDs: reconcile.DefaultConfig().MaxIDs},
+	}
+}
+
+// initiate returns the initiator's first frame.
+func (x *exchange) initiate() (*pb.ReconcileMessage, error) {
+	m := x.frame()
+	x.watermark(m)
+	ranges, err := reconcile.Initiate(x.src, x.cfg)
+	if err != nil {
+		return nil, err
+	}
+	m.Ranges = ranges
+	x.rounds++
+	return m, nil
+}
+
+func (x *exchange) frame() *pb.ReconcileMessage {
+	return &pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: x.s.mb[:], Set: x.pset}
+}
+
+// watermark adds this side's own known_through to its first turn frame of
+// an ENTRIES exchange.
+func (x *exchange) watermark(m *pb.ReconcileMessage) {
+	if x.sentAny {
+		return
+	}
+	x.sentAny = true
+	if x.set != store.SetEntries {
+		return
+	}
+	for _, w := range x.s.n.store.KnownThrough(x.s.mb) {
+		if w.Origin == x.s.n.id {
+			x.s.ownKT = w.Seq
+			m.Watermarks = []*pb.Position{{Origin: []byte(w.Origin), Seq: w.Seq}}
+		}
+	}
+}
+
+// receive handles one frame of the peer and returns the frames of this
+// side's answer (none if it owes none). Errors are protocol violations
+// (the stream is reset) or store failures.
+func (x *exchange) receive(ctx context.Context, m *pb.ReconcileMessage) ([]*pb.ReconcileMessage, error) {
+	if string(m.Mailbox) != string(x.s.mb[:]) || m.Set != x.pset {
+		return nil, fmt.Errorf("%w: frame for another exchange", errReconcileProtocol)
+	}
+	if m.Status != pb.Status_STATUS_OK {
+		x.ended = true
+		x.refused = wire.StatusError(m.Status)
+		return nil, nil
+	}
+	if err := x.storeItems(ctx, m); err != nil {
+		return nil, err
+	}
+	for _, w := range m.Watermarks {
+		if peer.ID(w.GetOrigin()) == x.s.peer && x.set == store.SetEntries {
+			x.s.peerKT, x.s.havePeerKT = w.GetSeq(), true
+		}
+	}
+	work := hasWork(m)
+	if !work && !m.Done {
+		// A prelude: items only, more frames of this turn follow.
+		x.preludes++
+		if x.preludes > maxPreludes || len(m.Entries)+len(m.Tombstones) == 0 || len(m.Ranges) > 0 {
+			return nil, fmt.Errorf("%w: empty or excessive prelude", errReconcileProtocol)
+		}
+		return nil, nil
+	}
+	x.preludes = 0
+	x.rounds++
+	if x.rounds > x.s.n.cfg.MaxReconcileRounds {
+		return nil, fmt.Errorf("%w: more than %d rounds", errReconcileProtocol, x.s.n.cfg.MaxReconcileRounds)
+	}
+	if m.Done {
+		if work {
+			return nil, fmt.Errorf("%w: done with work left", errReconcileProtocol)
+		}
+		x.ended = true
+		return nil, nil
+	}
+	return x.answer(m)
+}
+
+// answer builds the frames that answer a turn frame with work.
+func (x *exchange) answer(m *pb.ReconcileMessage) ([]*pb.ReconcileMessage, error) {
+	final := x.frame()
+	x.watermark(final)
+	var res reconcile.Result
+	if len(m.Ranges) > 0 {
+		var err error
+		if res, err = reconcile.Respond(x.src, x.cfg, m.Ranges); err != nil {
+			if errors.Is(err, wire.ErrMalformed) {
+				return nil, fmt.Errorf("%w: %v", errReconcileProtocol, err)
+			}
+			return nil, err
+		}
+	}
+	if len(m.Want) > reconcile.DefaultConfig().MaxIDs {
+		return nil, fmt.Errorf("%w: want of %d", errReconcileProtocol, len(m.Want))
+	}
+	final.Ranges = res.Ranges
+	for _, d := range res.Need {
+		final.Want = append(final.Want, d[:])
+		x.s.wanted[d] = x.set
+	}
+	send := res.Have
+	for _, w := range m.Want {
+		if len(w) != 32 {
+			return nil, fmt.Errorf("%w: want of %d bytes", errReconcileProtocol, len(w))
+		}
+		send = append(send, [32]byte(w))
+	}
+	frames, err := x.itemFrames(send)
+	if err != nil {
+		return nil, err
+	}
+	// The last item frame becomes the turn frame if there is room.
+	if k := len(frames); k > 0 && proto.Size(frames[k-1])+proto.Size(final) < rpc.MaxEntryFrame-1024 {
+		last := frames[k-1]
+		final.Entries, final.Tombstones = last.Entries, last.Tombstones
+		frames = frames[:k-1]
+	}
+	final.Done = !hasWork(final)
+	if final.Done {
+		x.ended = true
+	}
+	x.rounds++
+	return append(frames, final), nil
+}
+
+// itemFrames reads the items to send and packs them into prelude frames.
+func (x *exchange) itemFrames(ds [][32]byte) ([]*pb.ReconcileMessage, error) {
+	var frames []*pb.ReconcileMessage
+	cur, size := x.frame(), 0
+	flush := func() {
+		if len(cur.Entries)+len(cur.Tombstones) > 0 {
+			frames = append(frames, cur)
+			cur, size = x.frame(), 0
+		}
+	}
+	st := x.s.n.store
+	for _, d := range ds {
+		c := cidOfDigest(d)
+		switch x.set {
+		case store.SetEntries:
+			e, err := st.Get(x.s.mb, c)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // acked or expired meanwhile
+			}
+			if err != nil {
+				if errors.Is(err, store.ErrCorrupt) {
+					continue
+				}
+				return nil, err
+			}
+			stamp, err := e.Stamp.Marshal()
+			if err != nil {
+				continue
+			}
+			n := len(e.Envelope) + len(stamp) + 16
+			if size+n > reconcileItemBudget {
+				flush()
+			}
+			cur.Entries = append(cur.Entries, &pb.Entry{Envelope: e.Envelope, Stamp: stamp})
+			size += n
+		case store.SetTombstones:
+			t, err := st.Tombstone(x.s.mb, c)
+			if err != nil {
+				if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrCorrupt) {
+					continue
+				}
+				return nil, err
+			}
+			if size+160 > reconcileItemBudget {
+				flush()
+			}
+			cur.Tombstones = append(cur.Tombstones, tombstoneToPB(t))
+			size += 160
+		}
+		x.s.sent++
+	}
+	flush()
+	return frames, nil
+}
+
+// storeItems verifies and stores the items of a frame.
+func (x *exchange) storeItems(ctx context.Context, m *pb.ReconcileMessage) error {
+	s := x.s
+	n := s.n
+	if len(m.Entries) > 0 && x.set != store.SetEntries || len(m.Tombstones) > 0 && x.set != store.SetTombstones {
+		return fmt.Errorf("%w: items of the other set", errReconcileProtocol)
+	}
+	s.received += len(m.Entries) + len(m.Tombstones)
+	if n.reconcileNoImport {
+		return nil
+	}
+	var imports []store.Import
+	for _, e := range m.Entries {
+		stamp, err := wire.ParseSignedReceipt(e.GetStamp())
+		if err != nil {
+			return fmt.Errorf("%w: stamp: %v", errReconcileProtocol, err)
+		}
+		if stamp.Mailbox != s.mb {
+			return fmt.Errorf("%w: entry of another mailbox", errReconcileProtocol)
+		}
+		if err := n.verifier.VerifyFor(stamp, e.GetEnvelope()); err != nil {
+			s.failed = true
+			n.m.reconciled.WithLabelValues("refused_BAD_SIGNATURE").Inc()
+			continue
+		}
+		if !s.originOK(ctx, stamp.Origin) {
+			s.failed = true
+			n.m.reconciled.WithLabelValues("refused_NOT_REPLICA").Inc()
+			continue
+		}
+		imports = append(imports, store.Import{Envelope: e.Envelope, Stamp: *stamp})
+	}
+	if len(imports) > 0 {
+		for _, r := range n.store.ImportMany(n.workCtx, imports) {
+			switch {
+			case r.Err != nil && errors.Is(r.Err, wire.ErrExpiryInvalid):
+				// Expired on the way: nothing to hold.
+			case r.Err != nil:
+				s.failed = true
+				n.m.reconciled.WithLabelValues("refused_" + statusName(statusOf(r.Err))).Inc()
+				if statusOf(r.Err) == pb.Status_STATUS_INTERNAL {
+					return r.Err
+				}
+			case r.Duplicate:
+				n.m.reconciled.WithLabelValues("duplicate").Inc()
+			default:
+				n.m.reconciled.WithLabelValues("received").Inc()
+			}
+		}
+	}
+	if len(m.Tombstones) > 0 {
+		ts := make([]store.Tombstone, 0, len(m.Tombstones))
+		for _, t := range m.Tombstones {
+			tomb, err := tombstoneFromPB(t)
+			if err != nil || tomb.Mailbox != s.mb {
+				return fmt.Errorf("%w: tombstone: %v", errReconcileProtocol, err)
+			}
+			ts = append(ts, tomb)
+		}
+		if _, err := n.store.ImportTombstones(n.workCtx, ts); err != nil {
+			return err
+		}
+		n.m.reconciled.WithLabelValues("tombstone").Add(float64(len(ts)))
+	}
+	return nil
+}
+
+// originOK applies the origin rule of SPEC.md §10.10 to an entry received
+// in this session.
+func (s *session) originOK(ctx context.Context, origin peer.ID) bool {
+	if origin == s.n.id || origin == s.peer {
+		return true
+	}
+	st, v := s.n.placer.standingOf(ctx, s.mb, origin)
+	if st != stranger {
+		return true
+	}
+	return s.peerCurrent && v.isNeighbour(origin)
+}
+
+// finish runs after both exchanges of the mailbox: it adopts the peer's
+// known_through if everything this side asked for is now known to it.
+func (s *session) finish(ctx context.Context) {
+	if s.exchanges < 2 || s.failed || !s.havePeerKT || s.n.reconcileNoImport {
+		return
+	}
+	for d, set := range s.wanted {
+		c := cidOfDigest(d)
+		f, err := s.n.store.Fate(s.mb, c)
+		if err != nil || f == store.FateUnknown || (set == store.SetTombstones && f == store.FateStored) {
+			return
+		}
+	}
+	if err := s.n.store.AdoptKnownThrough(ctx, s.mb, s.peer, s.peerKT); err != nil {
+		s.n.log.Warn("adopt known_through", "mailbox", s.mb.String(), "err", err)
+	}
+}
+
+func cidOfDigest(d [32]byte) wire.CID {
+	var c wire.CID
+	copy(c[:4], []byte{0x01, 0x55, 0x12, 0x20})
+	copy(c[4:], d[:])
+	return c
+}
+
+func replyReconcile(st pb.Status, detail string, _ uint32) proto.Message {
+	return &pb.ReconcileMessage{Status: st, Detail: detail}
+}
+
+// serveReconcile is the responder's side.
+func (n *Node) serveReconcile(in *inbound) {
+	if !n.admitRequest(in, replyReconcile) {
+		return
+	}
+	f := rpc.NewFramedBuffer(in.s, rpc.MaxEntryFrame, rpc.LargeWriteBuffer)
+	stop := context.AfterFunc(n.drainCtx, func() { _ = in.s.SetReadDeadline(time.Now()) })
+	defer stop()
+	ctx := n.workCtx
+	sessions := make(map[wire.Mailbox]*session)
+	seen := make(map[[2]string]bool)
+	var x *exchange
+	reset := func(err error) {
+		in.log.Debug("reconcile stream reset", "err", err)
+		n.m.reject("reconcile", pb.Status_STATUS_MALFORMED)
+		_ = in.s.Reset()
+	}
+	for {
+		var m pb.ReconcileMessage
+		err := f.Read(&m, n.cfg.StreamIdleTimeout)
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF):
+			if x != nil && !x.ended {
+				_ = in.s.Reset()
+				return
+			}
+			closeStream(in.s)
+			return
+		case errors.Is(err, wire.ErrMalformed), errors.Is(err, rpc.ErrFrameTooLarge):
+			reset(err)
+			return
+		default:
+			_ = in.s.Reset()
+			return
+		}
+		if x == nil || x.ended {
+			// A new exchange.
+			mb, err := wire.ParseMailbox(m.Mailbox)
+			_, okSet := setOf(m.Set)
+			key := [2]string{string(m.Mailbox), m.Set.String()}
+			if err != nil || !okSet || seen[key] || m.Status != pb.Status_STATUS_OK || !hasWork(&m) {
+				reset(fmt.Errorf("bad start of an exchange"))
+				return
+			}
+			seen[key] = true
+			s := sessions[mb]
+			if s == nil {
+				st, v := n.placer.standingOf(ctx, mb, in.peer)
+				self, _ := n.placer.standingOf(ctx, mb, n.id)
+				s = &session{n: n, peer: in.peer, mb: mb, view: v, peerCurrent: st == currentReplica, wanted: map[[32]byte]store.Set{}}
+				sessions[mb] = s
+				if st == stranger || self == stranger {
+					s.failed = true
+					s.exchanges = -1
+				}
+			}
+			x = s.exchange(m.Set)
+			if s.exchanges < 0 {
+				x.ended = true
+				n.m.reject("reconcile", pb.Status_STATUS_NOT_REPLICA)
+				if err := f.Write(&pb.ReconcileMessage{Status: pb.Status_STATUS_NOT_REPLICA, Mailbox: mb[:], Set: m.Set,
+					Detail: "not a replica of this mailbox in this relay's view"}, n.cfg.WriteTimeout); err != nil {
+					_ = in.s.Reset()
+					return
+				}
+				continue
+			}
+		}
+		frames, err := x.receive(ctx, &m)
+		if err != nil {
+			if errors.Is(err, errReconcileProtocol) {
+				reset(err)
+			} else {
+				in.log.Error("reconcile failed", "err", err)
+				_ = in.s.Reset()
+			}
+			return
+		}
+		if err := n.writeFrames(f, frames); err != nil {
+			_ = in.s.Reset()
+			return
+		}
+		if x.ended {
+			n.exchangeEnded(ctx, x, false)
+		}
+	}
+}
+
+func (n *Node) writeFrames(f *rpc.Framed, frames []*pb.ReconcileMessage) error {
+	for _, fr := range frames {
+		f.SetWriteTimeout(n.cfg.WriteTimeout)
+		if err := f.Buffer(fr); err != nil {
+			return err
+		}
+	}
+	return f.Flush(n.cfg.WriteTimeout)
+}
+
+// exchangeEnded does the bookkeeping of an exchange that ended.
+func (n *Node) exchangeEnded(ctx context.Context, x *exchange, initiator bool) {
+	s := x.s
+	if x.refused != nil {
+		s.failed = true
+		return
+	}
+	s.exchanges++
+	if x.set == store.SetTombstones {
+		s.finish(ctx)
+		n.ae.reconciled(s.mb, s.peer)
+		n.m.reconcileSessions.WithLabelValues(map[bool]string{true: "initiated", false: "answered"}[initiator]).Inc()
+	}
+}
+
+// reconcileResult is the outcome of one mailbox's session as initiator.
+type reconcileResult struct {
+	done     bool  // both exchanges ended
+	refused  error // the peer refused the mailbox
+	received int
+	sent     int
+}
+
+// reconcileWith reconciles mailboxes with peer over one stream, as the
+// initiator, and returns one result per mailbox; err is set if the stream
+// failed (the mailboxes after the failure are not done).
+func (n *Node) reconcileWith(ctx context.Context, p peer.ID, mbs []wire.Mailbox) ([]reconcileResult, *rpc.ReconcileStream, error) {
+	out := make([]reconcileResult, len(mbs))
+	rs, err := n.rpc.OpenReconcile(ctx, p)
+	if err != nil {
+		return out, nil, err
+	}
+	for i, mb := range mbs {
+		st, v := n.placer.standingOf(ctx, mb, p)
+		s := &session{n: n, peer: p, mb: mb, view: v, peerCurrent: st == currentReplica, wanted: map[[32]byte]store.Set{}}
+		for _, set := range []pb.ReconcileSet{pb.ReconcileSet_RECONCILE_SET_ENTRIES, pb.ReconcileSet_RECONCILE_SET_TOMBSTONES} {
+			x := s.exchange(set)
+			if err := n.runExchange(ctx, rs, x); err != nil {
+				rs.Reset()
+				return out, rs, err
+			}
+			if x.refused != nil {
+				out[i].refused = x.refused
+				s.failed = true
+				break
+			}
+			n.exchangeEnded(ctx, x, true)
+		}
+		out[i].done = s.exchanges == 2
+		out[i].received, out[i].sent = s.received, s.sent
+	}
+	if err := rs.Close(); err != nil {
+		return out, rs, err
+	}
+	return out, rs, nil
+}
+
+// runExchange drives one exchange as the initiator.
+func (n *Node) runExchange(ctx context.Context, rs *rpc.ReconcileStream, x *exchange) error {
+	first, err := x.initiate()
+	if err != nil {
+		return err
+	}
+	if err := rs.Send(first); err != nil {
+		return err
+	}
+	for !x.ended {
+		m, err := rs.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("%w: stream ended inside an exchange", errReconcileProtocol)
+			}
+			return err
+		}
+		frames, err := x.receive(ctx, m)
+		if err != nil {
+			return err
+		}
+		for _, fr := range frames {
+			if err := rs.Buffer(fr); err != nil {
+				return err
+			}
+		}
+		if len(frames) > 0 {
+			if err := rs.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,667 @@
+package relay
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	kb "github.com/libp2p/go-libp2p-kbucket"
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/cairn-net/cairn/rpc"
+	"github.com/cairn-net/cairn/store"
+	"github.com/cairn-net/cairn/wire"
+	"github.com/cairn-net/cairn/wire/pb"
+)
+
+// replConfig is testConfig for a replicating relay: quick anti-entropy.
+func replConfig(c *Config) {
+	if os.Getenv("CAIRN_TEST_LOG") != "" {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	c.AntiEntropyInterval = 300 * time.Millisecond
+	c.CatchUpWait = 10 * time.Second
+	c.ResourceManager = &network.NullResourceManager{}
+}
+
+// startCluster starts n relays and connects each to every other; it
+// returns when every routing table holds the others.
+func startCluster(t testing.TB, n int, mod func(i int, c *Config)) []*Node {
+	t.Helper()
+	nodes := make([]*Node, n)
+	for i := range n {
+		nodes[i] = startNode(t, func(c *Config) {
+			replConfig(c)
+			if mod != nil {
+				mod(i, c)
+			}
+		})
+	}
+	connectAll(t, nodes)
+	return nodes
+}
+
+// connectAll connects every pair of nodes and waits for full routing
+// tables.
+func connectAll(t testing.TB, nodes []*Node) {
+	t.Helper()
+	for i, a := range nodes {
+		for _, b := range nodes[i+1:] {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := a.Host().Connect(ctx, b.AddrInfo())
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitFor(t, "full routing tables", func() bool {
+		for _, n := range nodes {
+			if n.DHT().RoutingTable().Size() < len(nodes)-1 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func ids(nodes []*Node) []peer.ID {
+	out := make([]peer.ID, len(nodes))
+	for i, n := range nodes {
+		out[i] = n.ID()
+	}
+	return out
+}
+
+// closest computes the r relays closest to mb's DHT key, independently of
+// the relays: SHA-256 of each peer ID XOR SHA-256 of the key.
+func closest(all []peer.ID, mb wire.Mailbox, r int) []peer.ID {
+	return kb.SortClosestPeers(slices.Clone(all), kb.ConvertKey(mb.DHTKey()))[:r]
+}
+
+func byID(nodes []*Node, id peer.ID) *Node {
+	for _, n := range nodes {
+		if n.ID() == id {
+			return n
+		}
+	}
+	return nil
+}
+
+// held returns the CIDs of the live entries a node holds for mb.
+func held(t testing.TB, n *Node, mb wire.Mailbox) map[wire.CID]bool {
+	t.Helper()
+	page, err := n.Store().Read(mb, nil, nil, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[wire.CID]bool, len(page.Entries))
+	for _, e := range page.Entries {
+		out[e.CID()] = true
+	}
+	return out
+}
+
+func holdsAll(t testing.TB, n *Node, mb wire.Mailbox, want map[wire.CID]bool) bool {
+	got := held(t, n, mb)
+	for c := range want {
+		if !got[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// sender deposits like a client: to a relay it picks, and on NOT_REPLICA
+// to the closest replica the relay names.
+type sender struct {
+	t       testing.TB
+	c       *rpc.Client
+	mu      sync.Mutex
+	streams map[peer.ID]*rpc.DepositStream
+}
+
+func newSender(t testing.TB, nodes ...*Node) *sender {
+	s := &sender{t: t, c: newClient(t, nodes...), streams: make(map[peer.ID]*rpc.DepositStream)}
+	t.Cleanup(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, ds := range s.streams {
+			ds.Close()
+		}
+	})
+	return s
+}
+
+func (s *sender) stream(p peer.ID) (*rpc.DepositStream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ds := s.streams[p]; ds != nil {
+		return ds, nil
+	}
+	ds, err := s.c.OpenDeposit(context.Background(), p)
+	if err != nil {
+		return nil, err
+	}
+	s.streams[p] = ds
+	return ds, nil
+}
+
+func (s *sender) drop(p peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ds := s.streams[p]; ds != nil {
+		ds.Reset()
+		delete(s.streams, p)
+	}
+}
+
+// deposit deposits env at p, following NOT_REPLICA; it returns the answer
+// and the relay that gave it.
+func (s *sender) deposit(p peer.ID, env []byte) (*rpc.DepositResult, peer.ID, error) {
+	for range 4 {
+		ds, err := s.stream(p)
+		if err != nil {
+			return nil, p, err
+		}
+		res, err := ds.Deposit(context.Background(), env)
+		var re *rpc.Error
+		if errors.As(err, &re) && re.Status == pb.Status_STATUS_NOT_REPLICA && len(re.ReplicaPeers) > 0 {
+			p = re.ReplicaPeers[0]
+			continue
+		}
+		if err != nil && errors.Is(err, rpc.ErrClosed) {
+			s.drop(p)
+		}
+		return res, p, err
+	}
+	return nil, p, fmt.Errorf("NOT_REPLICA loop")
+}
+
+// TestReplicationPlacementTenRelays: with 10 relays and R = 3, deposits made
+// at random relays (following NOT_REPLICA like a client) end up on exactly
+// the 3 relays closest to each mailbox's key — computed here from the peer
+// IDs alone — and on no other; only those relays accepted deposits.
+func TestReplicationPlacementTenRelays(t *testing.T) {
+	nodes := startCluster(t, 10, nil)
+	all := ids(nodes)
+	s := newSender(t, nodes...)
+	rng := rand.New(rand.NewPCG(6, 10))
+	const mailboxes, per = 100, 3
+	mbs := make([]wire.Mailbox, mailboxes)
+	want := make(map[wire.Mailbox]map[wire.CID]bool)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	errs := make(chan error, mailboxes*per)
+	for i := range mailboxes {
+		_, mbs[i] = mailboxKey(t)
+		want[mbs[i]] = make(map[wire.CID]bool)
+	}
+	for i := range mailboxes {
+		first := all[rng.IntN(len(all))]
+		mine := want[mbs[i]]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mb := mbs[i]
+			top := closest(all, mb, 3)
+			for j := range per {
+				env := envelope(t, mb, 200, 0, uint64(i*per+j))
+				res, origin, err := s.deposit(first, env)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !slices.Contains(top, origin) || res.Receipt.Origin != origin {
+					errs <- fmt.Errorf("mailbox %d: deposit accepted by %s, not one of its 3 closest", i, origin.ShortString())
+					return
+				}
+				mu.Lock()
+				mine[wire.CIDOf(env)] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitFor(t, "every mailbox on its 3 closest relays", func() bool {
+		for _, mb := range mbs {
+			for _, p := range closest(all, mb, 3) {
+				if !holdsAll(t, byID(nodes, p), mb, want[mb]) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	for _, mb := range mbs {
+		top := closest(all, mb, 3)
+		for _, n := range nodes {
+			if slices.Contains(top, n.ID()) {
+				continue
+			}
+			if info, ok := n.Store().Mailbox(mb); ok && info.Entries+info.Tombstones > 0 {
+				t.Fatalf("relay %s, not a replica, holds %d entries of a mailbox", n.ID().ShortString(), info.Entries)
+			}
+		}
+	}
+}
+
+// syncCursor syncs key's mailbox from relay with cursor (at most limit
+// entries, 0 for all) and returns the entries and the cursor advanced as a
+// client advances it: to each page's watermark for every origin, once the
+// page's entries are stored (SPEC.md §7).
+func syncCursor(t testing.TB, c *rpc.Client, relay peer.ID, key ed25519.PrivateKey, cursor wire.Cursor, limit int) ([]rpc.Entry, wire.Cursor) {
+	t.Helper()
+	st, err := c.Sync(ctxT(t), relay, key, rpc.SyncRequest{Cursor: cursor, Limit: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var got []rpc.Entry
+	for {
+		p, err := st.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return got, cursor
+			}
+			t.Fatal(err)
+		}
+		got = append(got, p.Entries...)
+		for _, w := range p.Watermarks {
+			if err := cursor.Advance(w.Origin, w.Seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// TestReplicationSyncSwitchesReplica: entries deposited at three origins
+// replicate to all three replicas; a client that syncs part of the mailbox
+// from one replica, then continues with its cursor on the second and the
+// third, receives every entry exactly once.
+func TestReplicationSyncSwitchesReplica(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	key, mb := mailboxKey(t)
+	s := newSender(t, nodes...)
+	want := make(map[wire.CID]bool)
+	for i := range 150 {
+		env := envelope(t, mb, 300, 0, uint64(i))
+		if _, _, err := s.deposit(nodes[i%3].ID(), env); err != nil {
+			t.Fatal(err)
+		}
+		want[wire.CIDOf(env)] = true
+	}
+	waitFor(t, "replicated to all", func() bool {
+		for _, n := range nodes {
+			if !holdsAll(t, n, mb, want) {
+				return false
+			}
+		}
+		return true
+	})
+	for round, limits := range [][3]int{{40, 50, 0}, {1, 148, 0}, {149, 1, 0}, {75, 0, 0}} {
+		c := newClient(t, nodes...)
+		var cursor wire.Cursor
+		count := make(map[wire.CID]int)
+		for i, limit := range limits {
+			entries, next := syncCursor(t, c, nodes[(i+round)%3].ID(), key, cursor, limit)
+			for _, e := range entries {
+				count[e.CID()]++
+			}
+			cursor = next
+		}
+		for cid := range want {
+			if count[cid] != 1 {
+				t.Fatalf("round %d: entry received %d times", round, count[cid])
+			}
+		}
+		if len(count) != len(want) {
+			t.Fatalf("round %d: %d entries, want %d", round, len(count), len(want))
+		}
+	}
+}
+
+// TestReplicationQuorum: with ReceiptQuorum = R = 3 the answer comes once
+// all three replicas hold the entry (replicas = 3, and they do); with one
+// replica down it comes after QuorumTimeout with replicas = 2.
+func TestReplicationQuorum(t *testing.T) {
+	nodes := startCluster(t, 3, func(_ int, c *Config) {
+		c.ReceiptQuorum = 3
+		c.QuorumTimeout = time.Second
+	})
+	_, mb := mailboxKey(t)
+	s := newSender(t, nodes...)
+	for i := range 20 {
+		env := envelope(t, mb, 500, 0, uint64(i))
+		res, origin, err := s.deposit(nodes[i%3].ID(), env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Replicas != 3 {
+			t.Fatalf("deposit %d at %s: replicas %d, want 3", i, origin.ShortString(), res.Replicas)
+		}
+		for _, n := range nodes {
+			if !held(t, n, mb)[wire.CIDOf(env)] {
+				t.Fatalf("deposit %d answered before %s held it", i, n.ID().ShortString())
+			}
+		}
+	}
+	// A duplicate is answered at once.
+	if res, _, err := s.deposit(nodes[0].ID(), envelope(t, mb, 500, 0, 0)); err != nil || !res.Duplicate {
+		t.Fatalf("duplicate: %+v %v", res, err)
+	}
+	if err := nodes[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	res, _, err := s.deposit(nodes[0].ID(), envelope(t, mb, 500, 0, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Replicas != 2 {
+		t.Fatalf("with one replica down: replicas %d, want 2", res.Replicas)
+	}
+}
+
+// partition is a connection gater that refuses the peers it blocks.
+type partition struct {
+	mu      sync.Mutex
+	blocked map[peer.ID]bool
+}
+
+func (g *partition) block(ps ...peer.ID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.blocked == nil {
+		g.blocked = make(map[peer.ID]bool)
+	}
+	for _, p := range ps {
+		g.blocked[p] = true
+	}
+}
+
+func (g *partition) heal() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.blocked = nil
+}
+
+func (g *partition) ok(p peer.ID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !g.blocked[p]
+}
+
+func (g *partition) InterceptPeerDial(p peer.ID) bool                 { return g.ok(p) }
+func (g *partition) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return g.ok(p) }
+func (g *partition) InterceptAccept(network.ConnMultiaddrs) bool      { return true }
+func (g *partition) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+	return g.ok(p)
+}
+func (g *partition) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+
+// TestReplicationPartitionHeals: a partition splits the three replicas of
+// a mailbox one against two; deposits land on both sides; once the
+// partition heals, every replica holds the union.
+func TestReplicationPartitionHeals(t *testing.T) {
+	gates := []*partition{{}, {}, {}}
+	nodes := startCluster(t, 3, func(i int, c *Config) { c.ConnectionGater = gates[i] })
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	_, mb := mailboxKey(t)
+	s := newSender(t, nodes...)
+	want := make(map[wire.CID]bool)
+	deposit := func(n *Node, i int) {
+		env := envelope(t, mb, 400, 0, uint64(i))
+		if _, origin, err := s.deposit(n.ID(), env); err != nil || origin != n.ID() {
+			t.Fatalf("deposit %d at %s: %v (answered by %s)", i, n.ID().ShortString(), err, origin.ShortString())
+		}
+		want[wire.CIDOf(env)] = true
+	}
+	for i := range 10 {
+		deposit(nodes[i%3], i)
+	}
+	gates[0].block(b.ID(), c.ID())
+	gates[1].block(a.ID())
+	gates[2].block(a.ID())
+	for _, p := range []peer.ID{b.ID(), c.ID()} {
+		_ = a.Host().Network().ClosePeer(p)
+	}
+	for i := 10; i < 50; i++ {
+		deposit([]*Node{a, b}[i%2], i)
+	}
+	// Each side holds only its own deposits, plus the replicas' common past.
+	sideA, sideB := held(t, a, mb), held(t, b, mb)
+	if len(sideA) == len(want) || len(sideB) == len(want) {
+		t.Fatalf("the partition let entries through: %d and %d of %d", len(sideA), len(sideB), len(want))
+	}
+	for _, g := range gates {
+		g.heal()
+	}
+	waitFor(t, "all three replicas hold the union", func() bool {
+		for _, n := range nodes {
+			if !holdsAll(t, n, mb, want) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestReplicationJoin: a relay that joins closer to a busy mailbox than one
+// of its replicas is sent the whole mailbox, the entries deposited while it
+// joins included; the relay it displaced keeps serving what it holds.
+func TestReplicationJoin(t *testing.T) {
+	joinKey := newIdentity(t)
+	joinID, _ := peer.IDFromPrivateKey(joinKey)
+	nodes := startCluster(t, 3, nil)
+	// A mailbox whose replica set the new relay will enter.
+	var key ed25519.PrivateKey
+	var mb wire.Mailbox
+	for {
+		key, mb = mailboxKey(t)
+		if slices.Contains(closest(append(ids(nodes), joinID), mb, 3), joinID) {
+			break
+		}
+	}
+	s := newSender(t, nodes...)
+	var mu sync.Mutex
+	want := make(map[wire.CID]bool)
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			env := envelope(t, mb, 300, 0, uint64(i))
+			if _, _, err := s.deposit(nodes[i%3].ID(), env); err != nil {
+				done <- err
+				return
+			}
+			mu.Lock()
+			want[wire.CIDOf(env)] = true
+			mu.Unlock()
+		}
+	}()
+	waitFor(t, "a busy mailbox", func() bool { mu.Lock(); defer mu.Unlock(); return len(want) >= 100 })
+	joiner := startNode(t, func(c *Config) {
+		replConfig(c)
+		c.Identity = joinKey
+		c.BootstrapPeers = []peer.AddrInfo{nodes[0].AddrInfo()}
+	})
+	// The sender learns the joiner's address as a client would from the DHT.
+	if err := s.c.Host.Connect(ctxT(t), joiner.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the joiner in every routing table", func() bool {
+		for _, n := range nodes {
+			if n.DHT().RoutingTable().Find(joiner.ID()) == "" {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, "more deposits after the join", func() bool { mu.Lock(); defer mu.Unlock(); return len(want) >= 200 })
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the joiner holds the whole mailbox", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return holdsAll(t, joiner, mb, want)
+	})
+	// The displaced relay still serves its entries.
+	all := append(ids(nodes), joiner.ID())
+	top := closest(all, mb, 3)
+	for _, n := range nodes {
+		if slices.Contains(top, n.ID()) {
+			continue
+		}
+		c := newClient(t, n)
+		entries, _ := syncCursor(t, c, n.ID(), key, wire.Cursor{}, 0)
+		if len(entries) < 100 {
+			t.Fatalf("displaced relay serves %d entries", len(entries))
+		}
+	}
+}
+
+// forge signs a stamp for env with key as the origin.
+func forge(t testing.TB, key crypto.PrivKey, env []byte, seq uint64) *pb.Entry {
+	t.Helper()
+	id, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := wire.EnvelopeMailbox(env)
+	signed, err := wire.SignReceipts(key, []wire.Receipt{{
+		Origin: id, Mailbox: mb, CID: wire.CIDOf(env), Seq: seq,
+		StoredAtMs: uint64(time.Now().UnixMilli()), Expiry: uint64(time.Now().Add(time.Hour).Unix()),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamp, err := signed[0].Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pb.Entry{Envelope: env, Stamp: stamp}
+}
+
+// TestReplicationRefusesForgedStamps: a replica refuses, and does not
+// store, a replicated entry whose stamp does not verify, is for another
+// envelope, or comes from an origin that is not a replica, and everything
+// from a peer that is not a replica; by replicate and by reconcile.
+func TestReplicationRefusesForgedStamps(t *testing.T) {
+	keys := []crypto.PrivKey{newIdentity(t), newIdentity(t), newIdentity(t)}
+	nodes := startCluster(t, 3, func(i int, c *Config) { c.Identity = keys[i] })
+	a, b := nodes[0], nodes[1]
+	outsider := newIdentity(t) // signs well, but is no relay of this network
+	_, mb := mailboxKey(t)
+	good := forge(t, keys[1], envelope(t, mb, 200, 0, 1), 1)
+	badSig := forge(t, keys[1], envelope(t, mb, 200, 0, 2), 2)
+	badSig.Stamp[len(badSig.Stamp)-1] ^= 1
+	otherEnv := forge(t, keys[1], envelope(t, mb, 200, 0, 3), 3)
+	otherEnv.Envelope = envelope(t, mb, 200, 0, 4)
+	notReplica := forge(t, outsider, envelope(t, mb, 200, 0, 5), 1)
+
+	// From b, a replica: item by item.
+	rc := &rpc.Client{Host: b.Host(), Timeout: 10 * time.Second}
+	rs, err := rc.OpenReplicate(ctxT(t), a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	call, err := rs.Send(ctxT(t), rpc.ReplicateBatch{Entries: []*pb.Entry{good, badSig, otherEnv, notReplica}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-call.Done()
+	statuses, err := call.Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []pb.Status{pb.Status_STATUS_OK, pb.Status_STATUS_BAD_SIGNATURE, pb.Status_STATUS_BAD_SIGNATURE, pb.Status_STATUS_NOT_REPLICA}
+	if !slices.Equal(statuses, want) {
+		t.Fatalf("statuses %v, want %v", statuses, want)
+	}
+	rs.Close()
+
+	// From a peer that is not a replica: everything refused.
+	stranger := newClient(t, a)
+	rs2, err := stranger.OpenReplicate(ctxT(t), a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := forge(t, keys[1], envelope(t, mb, 200, 0, 6), 6)
+	call, err = rs2.Send(ctxT(t), rpc.ReplicateBatch{Entries: []*pb.Entry{fresh}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-call.Done()
+	if statuses, err := call.Result(); err != nil || !slices.Equal(statuses, []pb.Status{pb.Status_STATUS_NOT_REPLICA}) {
+		t.Fatalf("from a stranger: %v %v", statuses, err)
+	}
+	rs2.Close()
+
+	// By reconcile: the same forged entries pushed by a replica in its
+	// first frame are not stored, and a stranger's session is refused.
+	for _, e := range []*pb.Entry{badSig, otherEnv, notReplica} {
+		rcs, err := rc.OpenReconcile(ctxT(t), a.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := &pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: mb[:], Set: pb.ReconcileSet_RECONCILE_SET_ENTRIES,
+			Ranges: []*pb.Range{{Mode: pb.RangeMode_RANGE_MODE_IDS}}, Entries: []*pb.Entry{e}}
+		if err := rcs.Send(first); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rcs.Recv(); err != nil {
+			if !errors.Is(err, rpc.ErrProtocol) {
+				t.Logf("reconcile answer: %v", err)
+			}
+		}
+		rcs.Reset()
+	}
+	srs, err := stranger.OpenReconcile(ctxT(t), a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srs.Send(&pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: mb[:], Set: pb.ReconcileSet_RECONCILE_SET_ENTRIES,
+		Ranges: []*pb.Range{{Mode: pb.RangeMode_RANGE_MODE_IDS}}, Entries: []*pb.Entry{fresh}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := srs.Recv()
+	if err != nil || !errors.Is(srs.Refusal(m), wire.ErrNotReplica) {
+		t.Fatalf("stranger's reconcile: %v %v", m, err)
+	}
+	srs.Reset()
+
+	got := held(t, a, mb)
+	if len(got) != 1 || !got[wire.CIDOf(good.Envelope)] {
+		t.Fatalf("a holds %d entries; want only the good one", len(got))
+	}
+	for _, e := range []*pb.Entry{badSig, otherEnv, notReplica, fresh} {
+		if f, err := a.Store().Fate(mb, wire.CIDOf(e.Envelope)); err != nil || f != store.FateUnknown {
+			t.Fatalf("a refused entry has fate %v (%v)", f, err)
+		}
+	}
+}
