@@ -161,6 +161,28 @@ func (s *session) settle(ctx context.Context) bool {
 // so sync goes round twice, the second time after the first round's
 // connections had time to fill the routing table.
 func (s *session) sync(ctx context.Context) error {
+	if isTerminal(s.a.stderr) {
+		// Show the count of messages received, live.
+		prog := newProgress(s.a.stderr, "received", 0)
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			t := time.NewTicker(200 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					if n := len(s.messages(client.Incoming)) - s.seenIn; n > 0 {
+						prog.set(n)
+					}
+				}
+			}
+		}()
+		defer func() { close(stop); <-done; prog.done() }()
+	}
 	t0 := time.Now()
 	err := s.c.Sync(ctx)
 	s.log.Debug("sync round", "n", 1, "took", time.Since(t0), "err", err)
@@ -479,7 +501,8 @@ its first 6+ characters). The text is the second argument, or stdin when it is
 
 The message is encrypted and written to the durable outbox before anything
 touches the network, then deposited at a relay of the contact's mailbox. send
-prints the message ID on stdout (for 'cairn status') and waits until a relay's
+prints the message ID on stdout (for 'cairn status'; --json: an object with
+the ID and the status reached) and waits until a relay's
 signed receipt says it is stored (--timeout). If no relay takes it in time, the
 message stays queued in the outbox — it is not lost — and goes out with the next
 online command (send, sync, watch); send then exits with code 4.
@@ -539,13 +562,23 @@ online command (send, sync, watch); send then exits with code 4.
 				}
 				return interrupted(ctx, fmt.Errorf("send: %w", err))
 			}
-			fmt.Fprintln(a.stdout, id)
+			if !f.json {
+				fmt.Fprintln(a.stdout, id)
+			}
 			if noWait {
+				if f.json {
+					return writeJSONOut(a.stdout, map[string]string{"id": string(id), "status": client.StatusQueued.String()})
+				}
 				return nil
 			}
 			wctx, cancel = context.WithTimeout(ctx, f.timeout)
 			defer cancel()
 			st := waitStatus(wctx, s.c, id, client.StatusStored)
+			if f.json {
+				if err := writeJSONOut(a.stdout, map[string]string{"id": string(id), "status": st.String()}); err != nil {
+					return err
+				}
+			}
 			if st < client.StatusStored || st == client.StatusFailed {
 				if ctx.Err() != nil {
 					return errInterrupted
@@ -567,6 +600,7 @@ online command (send, sync, watch); send then exits with code 4.
 	f.addHome(cmd)
 	f.addRelays(cmd)
 	f.addTimeout(cmd, 30*time.Second, "how long to wait for a relay's receipt")
+	f.addJSON(cmd, `print {"id": …, "status": …} instead of the bare ID`)
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the message is in the outbox (it may then only go out with the next online command)")
 	return cmd
 }

@@ -53,7 +53,7 @@ Progress is shown on a terminal only.`,
 			return a.runDemo(cmd.Context(), o)
 		},
 	}
-	cmd.Flags().IntVar(&o.messages, "messages", 20, "messages alice sends in each of the two offline batches")
+	cmd.Flags().IntVar(&o.messages, "messages", 100, "messages alice sends in each of the two offline batches")
 	cmd.Flags().StringVar(&o.dir, "dir", "", "directory for the relays' and users' data (kept); default: a temporary one, removed at the end")
 	cmd.Flags().BoolVar(&o.json, "json", false, "print the steps and the tally as one JSON object")
 	cmd.Flags().DurationVar(&o.stepTimeout, "step-timeout", 30*time.Second, "how long one step may take before the demo gives up")

@@ -34,7 +34,7 @@ func (p *progress) set(n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
-	if now.Sub(p.last) < 100*time.Millisecond && n < p.total {
+	if now.Sub(p.last) < 100*time.Millisecond && (p.total <= 0 || n < p.total) {
 		return
 	}
 	p.last = now
@@ -44,6 +44,9 @@ func (p *progress) set(n int) {
 		rate = float64(n) / el
 	}
 	line := fmt.Sprintf("  %s %d/%d (%.0f/s)", p.what, n, p.total, rate)
+	if p.total <= 0 {
+		line = fmt.Sprintf("  %s %d (%.0f/s)", p.what, n, rate)
+	}
 	pad := max(0, p.width-len(line))
 	p.width = len(line)
 	fmt.Fprintf(p.w, "\r%s%s", line, strings.Repeat(" ", pad))
