@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,13 +67,13 @@ func crashMailboxes() []wire.Mailbox {
 	return out
 }
 
-func openCrashStores(dir string) (*store.Log, *store.Client, error) {
+func openCrashStores(dir string) (*store.Log, *store.ClientDB, error) {
 	k, id := crashRelay()
 	l, err := store.OpenLog(store.LogOptions{Dir: filepath.Join(dir, "log"), Origin: id, Signer: k, GCInterval: -1})
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := store.OpenClient(store.ClientOptions{Dir: filepath.Join(dir, "client"), EncryptionKey: crashKey})
+	c, err := store.OpenClientDB(store.ClientOptions{Dir: filepath.Join(dir, "client"), EncryptionKey: crashKey})
 	if err != nil {
 		l.Close()
 		return nil, nil, err
@@ -159,33 +160,119 @@ func crashChild(dir string) {
 			seq += 2
 		}
 	}()
-	// Client side: received messages with their session and cursor, and
-	// outbox entries with their session, one after another.
-	msgs, _ := c.Messages("peer", 0, 0)
-	n := uint64(len(msgs))
+	// Client side: one sync page after another, as the client writes it.
+	page, err := lastCrashPage(c)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(5)
+	}
 	report("READY")
 	for {
-		n++
-		var cur wire.Cursor
-		cur.Advance(relayID, n)
-		cid := wire.CIDOf([]byte("msg" + strconv.FormatUint(n, 10)))
-		if _, err := c.StoreReceived(store.Received{
-			Mailbox: mbs[0], CID: cid,
-			Message: &store.Message{Contact: "peer", Counter: n, Body: bytes.Repeat([]byte{byte(n)}, 200)},
-			Session: &store.Session{Contact: "peer", ID: "in", State: []byte(strconv.FormatUint(n, 10))},
-			Cursor:  &cur,
-		}); err != nil {
-			os.Exit(5)
-		}
-		report("R %d", n)
-		var id store.OutboxID
-		copy(id[:], strconv.FormatUint(n, 10))
-		if err := c.Enqueue(store.OutboxEntry{ID: id, Contact: "peer", Envelope: bytes.Repeat([]byte{1}, 300), NextAttempt: time.Now()},
-			&store.Session{Contact: "peer", ID: "out", State: []byte(strconv.FormatUint(n, 10))}); err != nil {
+		page++
+		if err := c.Update(func(tx *store.ClientTx) error { return writeCrashPage(tx, mbs[0], relayID, page) }); err != nil {
+			fmt.Fprintln(os.Stderr, "child page:", err)
 			os.Exit(6)
 		}
-		report("O %d", n)
+		report("P %d", page)
 	}
+}
+
+// A client page of the crash test is what one transaction of the client
+// holds for a sync page, plus a Send: crashPageSize incoming messages with
+// their seen marks, the session they advanced, the receive state, the cursor
+// and the local sequence number; an outbox entry with its outgoing message,
+// its session and the contact's next counter; the pending set moved on by
+// one entry; and every fifth page, an older outbox entry finished by a
+// delivery receipt (deleted, its message marked delivered). Page n leaves:
+//
+//	incoming counters 1…n·crashPageSize; session "in" and cursor at n;
+//	receive state next = n·crashPageSize+1; local seq n; outbox entries and
+//	outgoing messages 1…n (entry k deleted and delivered iff k+3 ≤ n and
+//	(k+3) % 5 == 0); contact next counter n+1; session "out" at n; pending
+//	exactly {n}.
+const crashPageSize = 8
+
+var crashSessionIn, crashSessionOut = [32]byte{'i', 'n'}, [32]byte{'o', 'u', 't'}
+
+func crashCID(counter uint64) wire.CID {
+	return wire.CIDOf([]byte("msg" + strconv.FormatUint(counter, 10)))
+}
+
+func crashBody(counter uint64, n int) []byte { return bytes.Repeat([]byte{byte(counter)}, n) }
+
+func lastCrashPage(c *store.ClientDB) (n uint64, err error) {
+	err = c.View(func(tx *store.ClientTx) error {
+		n, err = tx.LocalSeq()
+		return err
+	})
+	return n, err
+}
+
+func writeCrashPage(tx *store.ClientTx, mb wire.Mailbox, relayID peer.ID, n uint64) error {
+	for i := uint64(1); i <= crashPageSize; i++ {
+		k := (n-1)*crashPageSize + i
+		m := &store.Message{Direction: store.Incoming, Counter: k, Body: crashBody(k, 200), Seq: n, Released: true}
+		if err := tx.PutMessage("peer", m); err != nil {
+			return err
+		}
+		if err := tx.MarkSeen(crashCID(k), time.Now().Add(time.Hour)); err != nil {
+			return err
+		}
+	}
+	st := []byte(strconv.FormatUint(n, 10))
+	if err := tx.PutSession(&store.Session{HandshakeID: crashSessionIn, Contact: "peer", Active: n, State: st}); err != nil {
+		return err
+	}
+	if err := tx.PutRecvState("peer", &store.RecvState{Next: n*crashPageSize + 1, Acks: []uint64{n}}); err != nil {
+		return err
+	}
+	cur, err := tx.Cursor(mb)
+	if err != nil {
+		return err
+	}
+	if err := cur.Advance(relayID, n); err != nil {
+		return err
+	}
+	if err := tx.PutCursor(mb, &cur); err != nil {
+		return err
+	}
+	if err := tx.PutLocalSeq(n); err != nil {
+		return err
+	}
+	env := crashBody(n, 300)
+	if err := tx.PutOutbox(&store.OutboxEntry{Contact: "peer", Counter: n, Kind: wire.PayloadText, Mailbox: mb, Envelope: env,
+		CID: wire.CIDOf(env), Status: store.StatusQueued, Seq: n}); err != nil {
+		return err
+	}
+	out := &store.Message{Direction: store.Outgoing, Counter: n, Body: crashBody(n, 100), Seq: n, Status: store.StatusQueued}
+	if err := tx.PutMessage("peer", out); err != nil {
+		return err
+	}
+	if err := tx.PutSession(&store.Session{HandshakeID: crashSessionOut, Contact: "peer", Active: n, State: st}); err != nil {
+		return err
+	}
+	if err := tx.PutContact(&store.Contact{ID: "peer", Mailbox: mb, NextCounter: n + 1}); err != nil {
+		return err
+	}
+	if err := tx.PutPending(n, &store.PendingEntry{CID: crashCID(n), Envelope: crashBody(n, 50)}); err != nil {
+		return err
+	}
+	if err := tx.DeletePending(n - 1); err != nil {
+		return err
+	}
+	if n >= 4 && n%5 == 0 {
+		k := n - 3
+		if err := tx.DeleteOutbox("peer", k); err != nil {
+			return err
+		}
+		m, err := tx.Message("peer", store.Outgoing, k)
+		if err != nil {
+			return err
+		}
+		m.Status = store.StatusDelivered
+		return tx.PutMessage("peer", m)
+	}
+	return nil
 }
 
 type crashEntry struct {
@@ -200,8 +287,7 @@ func TestStoreCrash(t *testing.T) {
 	const kills = 15
 	appended := map[wire.CID]crashEntry{}
 	acked := map[wire.CID]bool{}
-	var maxR uint64
-	outbox := map[uint64]bool{}
+	var maxPage uint64
 	imported := map[wire.CID]uint64{}
 	rng := rand.New(rand.NewPCG(1, 2))
 	totalAcked := 0
@@ -281,21 +367,18 @@ func TestStoreCrash(t *testing.T) {
 				cb, _ := hex.DecodeString(f[1])
 				seq, _ := strconv.ParseUint(f[2], 10, 64)
 				imported[wire.CID(cb)] = seq
-			case "R":
+			case "P":
 				n, _ := strconv.ParseUint(f[1], 10, 64)
-				maxR = max(maxR, n)
-			case "O":
-				n, _ := strconv.ParseUint(f[1], 10, 64)
-				outbox[n] = true
+				maxPage = max(maxPage, n)
 			}
 		}
-		checkCrashState(t, round, dir, appended, acked, imported, maxR, outbox)
+		checkCrashState(t, round, dir, appended, acked, imported, maxPage)
 	}
-	t.Logf("%d kills; %d acknowledged appends, %d acks, %d imports, %d received, %d outbox entries verified",
-		kills, len(appended), totalAcked, len(imported), maxR, len(outbox))
+	t.Logf("%d kills; %d acknowledged appends, %d acks, %d imports, %d client pages verified",
+		kills, len(appended), totalAcked, len(imported), maxPage)
 }
 
-func checkCrashState(t *testing.T, round int, dir string, appended map[wire.CID]crashEntry, acked map[wire.CID]bool, imported map[wire.CID]uint64, maxR uint64, acknowledgedO map[uint64]bool) {
+func checkCrashState(t *testing.T, round int, dir string, appended map[wire.CID]crashEntry, acked map[wire.CID]bool, imported map[wire.CID]uint64, maxPage uint64) {
 	t.Helper()
 	l, c, err := openCrashStores(dir)
 	if err != nil {
@@ -385,48 +468,119 @@ func checkCrashState(t *testing.T, round int, dir string, appended map[wire.CID]
 	if st := l.Stats(); st.Entries != live {
 		t.Fatalf("round %d: stats count %d entries, reads %d", round, st.Entries, live)
 	}
-	// Client: every acknowledged received message is there; every stored
-	// message came with its session, seen mark and cursor (never half).
-	mbs := crashMailboxes()
-	msgs, err := c.Messages("peer", 0, 0)
+	// Client: every acknowledged page is there, and the last page that is
+	// there is there whole: every record it wrote, nothing of the next.
+	checkCrashClient(t, round, c, crashMailboxes()[0], relayID, maxPage)
+}
+
+func checkCrashClient(t *testing.T, round int, c *store.ClientDB, mb wire.Mailbox, relayID peer.ID, acknowledged uint64) {
+	t.Helper()
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("round %d: client: "+format, append([]any{round}, args...)...)
+	}
+	err := c.View(func(tx *store.ClientTx) error {
+		n, err := tx.LocalSeq()
+		if err != nil {
+			return err
+		}
+		if n < acknowledged {
+			fail("page %d is the last stored, %d were acknowledged", n, acknowledged)
+		}
+		var in, out []*store.Message
+		if err := tx.ForEachMessage("peer", func(m *store.Message) error {
+			if m.Direction == store.Incoming {
+				in = append(in, m)
+			} else {
+				out = append(out, m)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if uint64(len(in)) != n*crashPageSize {
+			fail("%d incoming messages after page %d", len(in), n)
+		}
+		for i, m := range in {
+			k := uint64(i + 1)
+			if m.Counter != k || !bytes.Equal(m.Body, crashBody(k, 200)) || !m.Released {
+				fail("incoming message %d not intact", k)
+			}
+			if seen, err := tx.Seen(crashCID(k)); !seen || err != nil {
+				fail("incoming message %d without its seen mark: %v", k, err)
+			}
+		}
+		if seen, _ := tx.Seen(crashCID(n*crashPageSize + 1)); seen {
+			fail("a seen mark of page %d", n+1)
+		}
+		delivered := func(k uint64) bool { return k+3 <= n && (k+3)%5 == 0 }
+		if uint64(len(out)) != n {
+			fail("%d outgoing messages after page %d", len(out), n)
+		}
+		for i, m := range out {
+			k := uint64(i + 1)
+			want := store.StatusQueued
+			if delivered(k) {
+				want = store.StatusDelivered
+			}
+			if m.Counter != k || !bytes.Equal(m.Body, crashBody(k, 100)) || m.Status != want {
+				fail("outgoing message %d: counter %d status %d, want status %d", k, m.Counter, m.Status, want)
+			}
+		}
+		var obs []uint64
+		if err := tx.ForEachOutbox(func(o *store.OutboxEntry) error {
+			if o.Contact != "peer" || !bytes.Equal(o.Envelope, crashBody(o.Counter, 300)) || o.CID != wire.CIDOf(o.Envelope) || o.Status != store.StatusQueued {
+				fail("outbox entry %d not intact", o.Counter)
+			}
+			obs = append(obs, o.Counter)
+			return nil
+		}); err != nil {
+			return err
+		}
+		var wantOb []uint64
+		for k := uint64(1); k <= n; k++ {
+			if !delivered(k) {
+				wantOb = append(wantOb, k)
+			}
+		}
+		if !slices.Equal(obs, wantOb) {
+			fail("outbox %v after page %d, want %v", obs, n, wantOb)
+		}
+		if n == 0 {
+			return nil
+		}
+		st := strconv.FormatUint(n, 10)
+		for _, hid := range [][32]byte{crashSessionIn, crashSessionOut} {
+			s, err := tx.Session(hid)
+			if err != nil || string(s.State) != st || s.Active != n {
+				fail("session %q after page %d: %+v %v", hid[:3], n, s, err)
+			}
+		}
+		if r, err := tx.RecvState("peer"); err != nil || r.Next != n*crashPageSize+1 || !slices.Equal(r.Acks, []uint64{n}) {
+			fail("receive state after page %d: %+v %v", n, r, err)
+		}
+		if cur, err := tx.Cursor(mb); err != nil || cur.Get(relayID) != n {
+			fail("cursor %d after page %d: %v", cur.Get(relayID), n, err)
+		}
+		if ct, err := tx.Contact("peer"); err != nil || ct.NextCounter != n+1 {
+			fail("contact after page %d: %+v %v", n, ct, err)
+		}
+		var pend []uint64
+		if err := tx.ForEachPending(func(seq uint64, r *store.PendingEntry, err error) error {
+			if err != nil || r.CID != crashCID(seq) || !bytes.Equal(r.Envelope, crashBody(seq, 50)) {
+				fail("pending entry %d not intact: %v", seq, err)
+			}
+			pend = append(pend, seq)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if !slices.Equal(pend, []uint64{n}) {
+			fail("pending %v after page %d", pend, n)
+		}
+		return nil
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if uint64(len(msgs)) < maxR {
-		t.Fatalf("round %d: %d messages stored, %d acknowledged", round, len(msgs), maxR)
-	}
-	for i, m := range msgs {
-		if m.Counter != uint64(i+1) || len(m.Body) != 200 || m.Body[0] != byte(m.Counter) {
-			t.Fatalf("round %d: message %d not intact", round, i)
-		}
-		if seen, _ := c.Seen(mbs[0], m.CID); !seen {
-			t.Fatalf("round %d: message %d stored without its seen mark", round, m.Counter)
-		}
-	}
-	n := uint64(len(msgs))
-	cur, _ := c.Cursor(mbs[0])
-	s, err := c.Session("peer", "in")
-	if n > 0 && (err != nil || string(s.State) != strconv.FormatUint(n, 10) || cur.Get(relayID) != n) {
-		t.Fatalf("round %d: %d messages but session %q cursor %d", round, n, s.State, cur.Get(relayID))
-	}
-	obs, _ := c.OutboxEntries()
-	present := map[uint64]bool{}
-	var top uint64
-	for _, o := range obs {
-		n, err := strconv.ParseUint(string(bytes.TrimRight(o.ID[:], "\x00")), 10, 64)
-		if err != nil || len(o.Envelope) != 300 || o.Status != store.OutboxQueued {
-			t.Fatalf("round %d: outbox entry %q not intact", round, o.ID)
-		}
-		present[n] = true
-		top = max(top, n)
-	}
-	for n := range acknowledgedO {
-		if !present[n] {
-			t.Fatalf("round %d: acknowledged outbox entry %d lost", round, n)
-		}
-	}
-	so, err := c.Session("peer", "out")
-	if len(obs) > 0 && (err != nil || string(so.State) != strconv.FormatUint(top, 10)) {
-		t.Fatalf("round %d: newest outbox entry %d but session %q", round, top, so.State)
+		t.Fatalf("round %d: client: %v", round, err)
 	}
 }

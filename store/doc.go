@@ -25,13 +25,20 @@
 // kept per entry: a batch record holds the signature and the Merkle leaves,
 // and inclusion paths are rebuilt on read.
 //
-// # Client side: Client
+// # Client side: ClientDB
 //
-// OpenClient opens a Client, encrypted at rest with badger's AES encryption
-// under a key the embedding app supplies. Each method is one badger
-// transaction; StoreReceived (message + session + seen mark + cursor) and
-// Enqueue (outbox entry + session) are the multi-key updates that must be
-// atomic.
+// OpenClientDB opens a ClientDB, the client's state, encrypted at rest with
+// badger's AES encryption under a key the embedding app supplies. Access is
+// transactional: ClientDB.Update runs a function with a *ClientTx whose
+// typed accessors read and write every kind of client record (Identity,
+// Contact, Session, OutboxEntry, Message, RecvState, PendingEntry, the
+// cursor of a mailbox, seen CIDs, the local sequence number) and commits all
+// of it with one fsync, or nothing. The client makes each step one Update:
+// a whole sync page (messages of both directions, sessions, receive states,
+// contacts' counters, the identity whose one-time prekey a handshake used,
+// seen marks, pending entries, the cursor) is one transaction. Key layout
+// and record formats are in client_records.go; the schema version is
+// stored under 0x00 'v' and checked at open.
 //
 // # Errors
 //

@@ -43,18 +43,18 @@ func TestLogMemory(t *testing.T) {
 	storetest.RunLog(t, storetest.Opener{Name: "memory", Open: openMem})
 }
 
-func openClientDisk(t testing.TB, dir string, opts store.ClientOptions) *store.Client {
+func openClientDisk(t testing.TB, dir string, opts store.ClientOptions) *store.ClientDB {
 	opts.Dir = dir
-	c, err := store.OpenClient(opts)
+	c, err := store.OpenClientDB(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-func openClientMem(t testing.TB, _ string, opts store.ClientOptions) *store.Client {
+func openClientMem(t testing.TB, _ string, opts store.ClientOptions) *store.ClientDB {
 	opts.Dir = ""
-	c, err := store.OpenClient(opts)
+	c, err := store.OpenClientDB(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

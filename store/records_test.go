@@ -133,46 +133,6 @@ func FuzzDecodeDue(f *testing.F) {
 	})
 }
 
-func FuzzDecodeOutbox(f *testing.F) {
-	f.Add(encodeOutbox(&OutboxEntry{ID: OutboxID{1}, Contact: "bob", Envelope: []byte("env"), Status: OutboxStored,
-		Retries: 2, Priority: 3, Receipts: [][]byte{[]byte("r1"), []byte("r2")}}))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, in := range [][]byte{b, sealedBody(b, kindOutbox)} {
-			o, err := decodeOutbox(fuzzKey, in)
-			if err != nil {
-				continue
-			}
-			if got := encodeOutbox(&o); !bytes.Equal(got, in) {
-				t.Fatalf("re-encoding differs")
-			}
-		}
-	})
-}
-
-func FuzzDecodeClientRecords(f *testing.F) {
-	f.Add(byte(kindSession), encodeSession(&Session{Contact: "a", ID: "s", State: []byte("st")}))
-	f.Add(byte(kindMessage), encodeMessage(&Message{Contact: "a", Counter: 7, Body: []byte("hi")}))
-	f.Add(byte(kindPrekey), encodePrekey(&Prekey{Blob: []byte("pk"), Used: true}))
-	f.Fuzz(func(t *testing.T, kind byte, b []byte) {
-		switch kind {
-		case kindSession:
-			if s, err := decodeSession(fuzzKey, b); err == nil && !bytes.Equal(encodeSession(&s), b) {
-				t.Fatal("session re-encoding differs")
-			}
-		case kindMessage:
-			if m, err := decodeMessage(fuzzKey, b); err == nil && !bytes.Equal(encodeMessage(&m), b) {
-				t.Fatal("message re-encoding differs")
-			}
-		case kindPrekey:
-			if p, err := decodePrekey(fuzzKey, b); err == nil && !bytes.Equal(encodePrekey(&p), b) {
-				t.Fatal("prekey re-encoding differs")
-			}
-		default:
-			decodeContact(fuzzKey, b)
-		}
-	})
-}
-
 func TestRecordRoundTrips(t *testing.T) {
 	env, _ := (&wire.Envelope{Mailbox: wire.MailboxOf(nil), Ciphertext: []byte("x")}).Marshal()
 	e := entryRec{kind: kindLocalEntry, storedAtMs: 5, expiry: 6, batch: 7, index: 8, envelope: env}
@@ -195,15 +155,17 @@ func TestRecordRoundTrips(t *testing.T) {
 
 var updateSeeds = flag.Bool("update-seeds", false, "rewrite the fuzz seed corpus in testdata/fuzz")
 
+// vary returns a valid record, a truncated and a bit-flipped copy of it.
+func vary(b []byte) [][]any {
+	flip := bytes.Clone(b)
+	flip[len(flip)-1] ^= 1
+	return [][]any{{b}, {b[:len(b)/2]}, {flip}}
+}
+
 // seedCorpus is the checked-in seed corpus: valid records of every kind and
 // a truncated and a bit-flipped copy of each.
 func seedCorpus() map[string][][]any {
 	env, _ := (&wire.Envelope{Mailbox: wire.MailboxOf(make([]byte, 32)), Ciphertext: []byte("hello")}).Marshal()
-	vary := func(b []byte) [][]any {
-		flip := bytes.Clone(b)
-		flip[len(flip)-1] ^= 1
-		return [][]any{{b}, {b[:len(b)/2]}, {flip}}
-	}
 	c := map[string][][]any{}
 	for _, b := range [][]byte{
 		(&entryRec{kind: kindLocalEntry, storedAtMs: 1, expiry: 2, batch: 3, index: 4, envelope: env}).encode(),
@@ -217,20 +179,8 @@ func seedCorpus() map[string][][]any {
 	c["FuzzDecodeMailbox"] = vary((&mailboxRec{addr: wire.MailboxOf(nil), entries: 1}).encode())
 	c["FuzzDecodeU64"] = vary(encodeU64(kindKnown, 42))
 	c["FuzzDecodeDue"] = vary(encodeDue([][32]byte{{1}, {2}, {3}}))
-	c["FuzzDecodeOutbox"] = vary(encodeOutbox(&OutboxEntry{ID: OutboxID{1}, Contact: "bob", Envelope: []byte("env"),
-		Status: OutboxStored, Receipts: [][]byte{[]byte("r")}}))
-	for _, kb := range []struct {
-		k byte
-		b []byte
-	}{
-		{kindSession, encodeSession(&Session{Contact: "a", ID: "s", State: []byte("st")})},
-		{kindMessage, encodeMessage(&Message{Contact: "a", Counter: 7, Body: []byte("hi")})},
-		{kindPrekey, encodePrekey(&Prekey{Blob: []byte("pk")})},
-		{kindContact, func() []byte { e := newEnc(); e.str("a"); e.bytes([]byte("d")); return e.seal(kindContact) }()},
-	} {
-		for _, v := range vary(kb.b) {
-			c["FuzzDecodeClientRecords"] = append(c["FuzzDecodeClientRecords"], []any{kb.k, v[0]})
-		}
+	for target, seeds := range clientSeedCorpus() {
+		c[target] = seeds
 	}
 	return c
 }
