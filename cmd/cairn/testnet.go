@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -47,7 +48,7 @@ stdout:
   bootstrap <multiaddr with /p2p/>
   ready
 
-then stays in the foreground: on a terminal with a live status view (state,
+(the same lines are in D/testnet.txt while the cluster runs), then stays in the foreground: on a terminal with a live status view (state,
 pid, stored entries and bytes, deposits, subscribers of each relay, every
 second); when stdout is not a terminal, with one line per event (a relay that
 exits on its own). Ctrl-C (or SIGTERM) stops every relay (SIGTERM, so they
@@ -99,11 +100,19 @@ func (a *app) runTestnetUp(ctx context.Context, n int, dir string) error {
 		mu.Unlock()
 	}
 	defer c.close()
+	var sum strings.Builder
 	for _, p := range c.relays {
-		fmt.Fprintf(a.stdout, "relay %s %s %s %s\n", p.name, p.peerID(), p.address(), p.metricsURL())
+		fmt.Fprintf(&sum, "relay %s %s %s %s\n", p.name, p.peerID(), p.address(), p.metricsURL())
 	}
-	fmt.Fprintf(a.stdout, "bootstrap %s\n", c.relays[0].address())
-	fmt.Fprintln(a.stdout, "ready")
+	fmt.Fprintf(&sum, "bootstrap %s\n", c.relays[0].address())
+	fmt.Fprintln(&sum, "ready")
+	// The same lines in D/testnet.txt, for scripts and other terminals.
+	info := filepath.Join(c.dir, "testnet.txt")
+	if err := writeFileAtomic(info, []byte(sum.String()), 0o600); err != nil {
+		return fmt.Errorf("testnet up: %w", err)
+	}
+	defer os.Remove(info)
+	fmt.Fprint(a.stdout, sum.String())
 	fmt.Fprintf(a.stderr, "%d relays up in %v in %s; Ctrl-C to stop\n", n, time.Since(start).Round(10*time.Millisecond), c.dir)
 
 	live := isTerminal(a.stdout)
