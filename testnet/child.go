@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cairn-net/cairn/relay"
 )
@@ -58,6 +61,7 @@ func relayChild(args []string, stdout, stderr io.Writer) int {
 	var listen, bootstrap stringList
 	fs.Var(&listen, "listen", "listen multiaddr (repeatable)")
 	fs.Var(&bootstrap, "bootstrap", "bootstrap relay multiaddr with /p2p/ (repeatable)")
+	metricsAddr := fs.String("metrics-addr", "", "host:port to serve /metrics on")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -96,10 +100,28 @@ func relayChild(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "relay child:", err)
 		return 1
 	}
+	var srv *http.Server
+	if *metricsAddr != "" {
+		l, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			_ = n.Close()
+			fmt.Fprintln(stderr, "relay child: metrics:", err)
+			return 1
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(n.Registry(), promhttp.HandlerOpts{}))
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(l) }()
+		defer srv.Close()
+		*metricsAddr = l.Addr().String()
+	}
 	ai := n.AddrInfo()
 	fmt.Fprintf(stdout, "peer %s\n", ai.ID)
 	for _, a := range ai.Addrs {
 		fmt.Fprintf(stdout, "addr %s/p2p/%s\n", a, ai.ID)
+	}
+	if srv != nil {
+		fmt.Fprintf(stdout, "metrics http://%s/metrics\n", *metricsAddr)
 	}
 	fmt.Fprintln(stdout, "ready")
 	<-ctx.Done()

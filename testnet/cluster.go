@@ -154,7 +154,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	c.building.Store(true)
 
 	if err := c.parallel(ctx, o.Relays, func(ctx context.Context, i int) error {
-		return c.Relays[i].start(ctx)
+		return c.Relays[i].start(ctx, nil)
 	}); err != nil {
 		return nil, err
 	}

@@ -59,6 +59,13 @@ type ProcOptions struct {
 	// StopTimeout is how long Stop waits after SIGTERM before SIGKILL
 	// (default 15 s).
 	StopTimeout time.Duration
+	// Metrics makes every relay serve Prometheus metrics on a port of
+	// 127.0.0.1 chosen at each start (--metrics-addr 127.0.0.1:0; its
+	// "metrics" line gives Proc.MetricsURL).
+	Metrics bool
+	// OnExit, if set, is called (from the goroutine that reaped it) when a
+	// relay process ends on its own, not by Stop, Kill or Close.
+	OnExit func(p *Proc, err error)
 }
 
 // ProcCluster is a cluster of relay processes on 127.0.0.1: each relay in
@@ -93,10 +100,20 @@ type Proc struct {
 	pc   *ProcCluster
 	port int
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the running process was reaped
-	err  error         // its exit status
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the running process was reaped
+	err     error         // its exit status
+	ending  bool          // Stop, Kill or Close is ending it
+	metrics string        // http://host:port/metrics of the running process
+}
+
+// MetricsURL returns the running relay's metrics URL (ProcOptions.Metrics),
+// or "".
+func (p *Proc) MetricsURL() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.metrics
 }
 
 // NewProcs starts a process cluster for a test and stops it in t.Cleanup.
@@ -227,6 +244,9 @@ func (p *Proc) start(ctx context.Context) error {
 			args = append(args, "--bootstrap", o.Addr)
 		}
 	}
+	if pc.opts.Metrics {
+		args = append(args, "--metrics-addr", "127.0.0.1:0")
+	}
 	args = append(args, pc.opts.Args...)
 	cmd := exec.Command(pc.opts.Binary, args...)
 	cmd.Env = append(os.Environ(), RelayChildEnv+"=1")
@@ -253,7 +273,7 @@ func (p *Proc) start(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	p.mu.Lock()
-	p.cmd, p.done = cmd, done
+	p.cmd, p.done, p.ending, p.metrics = cmd, done, false, ""
 	p.mu.Unlock()
 
 	ready := make(chan readyLine, 1)
@@ -266,8 +286,12 @@ func (p *Proc) start(ctx context.Context) error {
 		}
 		p.mu.Lock()
 		p.err = err
+		ending := p.ending
 		p.mu.Unlock()
 		close(done)
+		if !ending && pc.opts.OnExit != nil {
+			pc.opts.OnExit(p, err)
+		}
 	}()
 	select {
 	case r := <-ready:
@@ -279,8 +303,13 @@ func (p *Proc) start(ctx context.Context) error {
 			p.kill()
 			return fmt.Errorf("testnet: %s came back as %s, was %s", p, r.id, p.ID)
 		}
-		p.ID = r.id
-		p.Addr = tcpAddr(p.port).String() + "/p2p/" + r.id.String()
+		if p.ID == "" { // first start (StartProcs); a restart keeps both
+			p.ID = r.id
+			p.Addr = tcpAddr(p.port).String() + "/p2p/" + r.id.String()
+		}
+		p.mu.Lock()
+		p.metrics = r.metrics
+		p.mu.Unlock()
 		pc.log.Info("testnet: relay process ready", "relay", p.String(), "pid", cmd.Process.Pid, "peer", r.id.String())
 		return nil
 	case <-ctx.Done():
@@ -305,8 +334,9 @@ func (p *Proc) logTail() string {
 }
 
 type readyLine struct {
-	id  peer.ID
-	err error
+	id      peer.ID
+	metrics string
+	err     error
 }
 
 // readReady reads the relay's stdout up to its "ready" line: "peer <id>"
@@ -314,6 +344,7 @@ type readyLine struct {
 func readReady(r io.Reader) readyLine {
 	sc := bufio.NewScanner(r)
 	var id peer.ID
+	var metrics string
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		if len(f) == 0 {
@@ -328,11 +359,15 @@ func readReady(r io.Reader) readyLine {
 				}
 				id = p
 			}
+		case "metrics":
+			if len(f) > 1 {
+				metrics = f[1]
+			}
 		case "ready":
 			if id == "" {
 				return readyLine{err: errors.New(`"ready" before any "peer" line`)}
 			}
-			return readyLine{id: id}
+			return readyLine{id: id, metrics: metrics}
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -364,6 +399,7 @@ func (p *Proc) wait(timeout time.Duration) bool {
 func (p *Proc) kill() {
 	p.mu.Lock()
 	cmd := p.cmd
+	p.ending = true
 	p.mu.Unlock()
 	if cmd == nil || cmd.Process == nil {
 		return
@@ -393,6 +429,7 @@ func (p *Proc) Stop() error {
 	p.pc.log.Info("testnet: SIGTERM", "relay", p.String())
 	p.mu.Lock()
 	cmd := p.cmd
+	p.ending = true
 	p.mu.Unlock()
 	killGroup(cmd, false)
 	if !p.wait(p.pc.opts.StopTimeout) {

@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"io"
+	"net/http"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -46,7 +48,12 @@ func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 // up in one DHT; one is SIGKILLed and restarted on its data directory with
 // the same peer ID and every acknowledged entry; Close leaves no process.
 func TestProcKillRestart(t *testing.T) {
-	pc := testnet.NewProcs(t, testnet.ProcOptions{Relays: 3})
+	exited := make(chan int, 8)
+	pc := testnet.NewProcs(t, testnet.ProcOptions{
+		Relays:  3,
+		Metrics: true,
+		OnExit:  func(p *testnet.Proc, err error) { exited <- p.Index },
+	})
 	var pids []int
 	for _, p := range pc.Relays {
 		if !p.Running() || p.ID == "" {
@@ -79,6 +86,37 @@ func TestProcKillRestart(t *testing.T) {
 	}
 	if err := pc.WaitRouting(ctxT(t)); err != nil {
 		t.Fatal(err)
+	}
+
+	// Metrics are served.
+	resp, err := http.Get(p.MetricsURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "cairn_") {
+		t.Fatalf("metrics at %s: %s", p.MetricsURL(), resp.Status)
+	}
+
+	// A relay that dies on its own (killed behind the cluster's back) is
+	// reported; Kill and Stop are not.
+	select {
+	case i := <-exited:
+		t.Fatalf("OnExit for relay %d, which the cluster ended", i)
+	default:
+	}
+	other := pc.Relays[2]
+	if err := syscall.Kill(other.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case i := <-exited:
+		if i != 2 {
+			t.Fatalf("OnExit for relay %d, want 2", i)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no OnExit for a relay that died")
 	}
 
 	// A graceful stop answers SIGTERM with a clean exit.

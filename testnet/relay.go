@@ -150,13 +150,17 @@ func tcpAddr(port int) ma.Multiaddr {
 // config is the relay's configuration: relay.DefaultConfig on 127.0.0.1
 // (TCP only, so that links carry everything), the null resource manager
 // (bursty local dials), the cluster's gater, clock, logger and R, then
-// Options.RelayConfig.
-func (r *Relay) config(port int) relay.Config {
+// Options.RelayConfig. A restarted relay gets its mesh neighbours as
+// bootstrap peers, like a real relay restarting (a relay's catch-up after
+// a restart depends on having them); at the first start the cluster makes
+// the mesh itself.
+func (r *Relay) config(port int, bootstrap []peer.AddrInfo) relay.Config {
 	c := r.c
 	cfg := relay.DefaultConfig()
 	cfg.DataDir = r.DataDir
 	cfg.Identity = r.priv
 	cfg.ListenAddrs = []ma.Multiaddr{tcpAddr(port)}
+	cfg.BootstrapPeers = bootstrap
 	cfg.Logger = c.log.With("node", r.String())
 	cfg.Now = c.opts.Now
 	cfg.ReplicationFactor = c.opts.R
@@ -171,7 +175,7 @@ func (r *Relay) config(port int) relay.Config {
 
 // start starts the relay on its data directory, on its previous port when
 // it had one and the port is free (any port otherwise).
-func (r *Relay) start(ctx context.Context) error {
+func (r *Relay) start(ctx context.Context, bootstrap []peer.AddrInfo) error {
 	r.mu.Lock()
 	if r.node != nil {
 		r.mu.Unlock()
@@ -179,10 +183,10 @@ func (r *Relay) start(ctx context.Context) error {
 	}
 	port := r.port
 	r.mu.Unlock()
-	n, err := r.tryStart(ctx, port)
+	n, err := r.tryStart(ctx, port, bootstrap)
 	if err != nil && port != 0 {
 		r.c.log.Debug("testnet: previous port unavailable", "relay", r.String(), "port", port, "err", err)
-		n, err = r.tryStart(ctx, 0)
+		n, err = r.tryStart(ctx, 0, bootstrap)
 	}
 	if err != nil {
 		return fmt.Errorf("testnet: start %s: %w", r, err)
@@ -196,6 +200,17 @@ func (r *Relay) start(ctx context.Context) error {
 	r.node, r.port = n, port
 	r.mu.Unlock()
 	r.setUpstream(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	// A connection whose handshake passed the gater just before a
+	// partition began would otherwise slip through: check every
+	// connection again once it is added to the host.
+	self := r.key()
+	n.Host().Network().Notify(&network.NotifyBundle{
+		ConnectedF: func(_ network.Network, conn network.Conn) {
+			if !r.c.allowed(self, r.c.memberOf(conn.RemotePeer())) {
+				go conn.Close()
+			}
+		},
+	})
 	r.c.addDirectory(n.Host().Peerstore(), r.ID)
 	if r.c.links == nil {
 		// Without links the address may have changed: tell the others.
@@ -208,8 +223,8 @@ func (r *Relay) start(ctx context.Context) error {
 	return nil
 }
 
-func (r *Relay) tryStart(ctx context.Context, port int) (*relay.Node, error) {
-	n, err := relay.New(r.config(port))
+func (r *Relay) tryStart(ctx context.Context, port int, bootstrap []peer.AddrInfo) (*relay.Node, error) {
+	n, err := relay.New(r.config(port, bootstrap))
 	if err != nil {
 		return nil, err
 	}
@@ -288,17 +303,21 @@ func (r *Relay) Restart(ctx context.Context) error {
 	if r.c.ctx.Err() != nil {
 		return ErrClosed
 	}
-	if err := r.start(ctx); err != nil {
+	var edges [][2]int
+	var boot []peer.AddrInfo
+	for _, e := range r.c.mesh {
+		if e[0] == r.Index || e[1] == r.Index {
+			edges = append(edges, e)
+			if o := r.c.Relays[e[0]+e[1]-r.Index]; o.Running() {
+				boot = append(boot, o.AddrInfo())
+			}
+		}
+	}
+	if err := r.start(ctx, boot); err != nil {
 		return err
 	}
 	r.c.logf("restart", "relay", r.String())
 	r.c.clearBackoffs()
-	var edges [][2]int
-	for _, e := range r.c.mesh {
-		if e[0] == r.Index || e[1] == r.Index {
-			edges = append(edges, e)
-		}
-	}
 	r.c.connectEdges(ctx, edges)
 	return WaitFor(ctx, func() error {
 		n := r.Node()
