@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/cairn-net/cairn/rpc"
+	"github.com/cairn-net/cairn/testnet"
 	"github.com/cairn-net/cairn/wire"
 )
 
@@ -109,4 +110,13 @@ func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// addrInfosT returns every relay's cluster address.
+func addrInfosT(c *testnet.Cluster) []peer.AddrInfo {
+	var out []peer.AddrInfo
+	for _, r := range c.Relays {
+		out = append(out, r.AddrInfo())
+	}
+	return out
 }
