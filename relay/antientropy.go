@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -205,6 +206,9 @@ func (a *antiEntropy) pass(periodic bool) {
 	}
 	a.mu.Unlock()
 	a.passes.Add(1)
+	if periodic {
+		a.redial()
+	}
 
 	work := make(map[peer.ID][]wire.Mailbox)
 	queued := make(map[pairKey]bool)
@@ -233,6 +237,14 @@ func (a *antiEntropy) pass(periodic bool) {
 				continue
 			}
 			others := v.others(n.id)
+			// Replicas seen within ReplicaGrace that the view lost (a
+			// partition, a restart) are reconciled with too: they are the
+			// ones a split replica set heals with.
+			for _, p := range n.placer.recentReplicas(mb) {
+				if p != n.id && !slices.Contains(others, p) {
+					others = append(others, p)
+				}
+			}
 			if len(others) == 0 {
 				a.caughtUp(mb)
 				continue
@@ -273,6 +285,31 @@ func (a *antiEntropy) pass(periodic bool) {
 	}
 	wg.Wait()
 	a.prune(2 * interval)
+}
+
+// redial connects to the bootstrap peers the relay is not connected to
+// while its routing table holds fewer than R−1 relays: after a partition
+// emptied the table, nothing else would bring the relays together again
+// before the DHT's own (slow) recovery.
+func (a *antiEntropy) redial() {
+	n := a.n
+	if len(n.cfg.BootstrapPeers) == 0 || n.dht.RoutingTable().Size() >= n.cfg.ReplicationFactor-1 {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, ai := range n.cfg.BootstrapPeers {
+		if ai.ID == n.id || n.host.Network().Connectedness(ai.ID) == network.Connected {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(n.drainCtx, 5*time.Second)
+			defer cancel()
+			_ = n.host.Connect(ctx, ai)
+		}()
+	}
+	wg.Wait()
 }
 
 // session reconciles mbs with p and marks what did not complete for the

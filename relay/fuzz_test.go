@@ -109,7 +109,12 @@ func fuzzNode(f *testing.F) *Node {
 
 // fuzzServe runs one handler on input and returns what it wrote.
 func fuzzServe(n *Node, spec protocolSpec, input []byte) []byte {
-	s := &memStream{remote: peer.ID("fuzz-peer"), in: bytes.NewReader(input)}
+	return fuzzServeFrom(n, spec, input, peer.ID("fuzz-peer"))
+}
+
+// fuzzServeFrom is fuzzServe with the stream coming from remote.
+func fuzzServeFrom(n *Node, spec protocolSpec, input []byte, remote peer.ID) []byte {
+	s := &memStream{remote: remote, in: bytes.NewReader(input)}
 	n.serve(s, spec)
 	return s.output()
 }
@@ -169,6 +174,21 @@ func seedEnvelope(i byte) []byte {
 	return b
 }
 
+// seedEntry is an entry of the seed mailbox stamped by the fuzz relay at
+// the fuzz clock.
+func seedEntry(i byte) *pb.Entry {
+	rk, _ := fuzzKeys()
+	id, _ := peer.IDFromPrivateKey(rk)
+	env := seedEnvelope(i)
+	signed, err := wire.SignReceipts(rk, []wire.Receipt{{Origin: id, Mailbox: seedMailbox(), CID: wire.CIDOf(env), Seq: 1000 + uint64(i),
+		StoredAtMs: uint64(fuzzNow.UnixMilli()), Expiry: uint64(fuzzNow.Add(time.Hour).Unix())}})
+	if err != nil {
+		panic(err)
+	}
+	stamp, _ := signed[0].Marshal()
+	return &pb.Entry{Envelope: env, Stamp: stamp}
+}
+
 // fuzzSeeds are the seeds of each target, also written to testdata/fuzz
 // by TestRelayWriteFuzzSeeds.
 func fuzzSeeds() map[string][][]byte {
@@ -198,6 +218,21 @@ func fuzzSeeds() map[string][][]byte {
 		"FuzzRelayStatus": {
 			frames(&pb.StatusRequest{Mailbox: mb[:], Cids: [][]byte{wire.CIDOf(seedEnvelope(1)).Cid().Bytes()}}),
 			frames(&pb.StatusRequest{Mailbox: []byte{1}}),
+		},
+		"FuzzRelayReplicate": {
+			frames(&pb.ReplicateRequest{Id: 1, Entries: []*pb.Entry{seedEntry(1), seedEntry(2)},
+				Tombstones: []*pb.Tombstone{{Mailbox: mb[:], Cid: wire.CIDOf(seedEnvelope(3)).Cid().Bytes(), Origin: []byte("\x00\x04abcd"), Seq: 7, Expiry: uint64(fuzzNow.Add(time.Hour).Unix())}}}),
+			frames(&pb.ReplicateRequest{Id: 2, Entries: []*pb.Entry{{Envelope: seedEnvelope(4), Stamp: seedEntry(5).Stamp}}}, &pb.ReplicateRequest{Id: 3}),
+			{2, 0x0f, 0x01},
+		},
+		"FuzzRelayReconcile": {
+			frames(&pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: mb[:], Set: pb.ReconcileSet_RECONCILE_SET_ENTRIES,
+				Ranges: []*pb.Range{{Mode: pb.RangeMode_RANGE_MODE_IDS}}, Entries: []*pb.Entry{seedEntry(6)}}),
+			frames(&pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: mb[:], Set: pb.ReconcileSet_RECONCILE_SET_TOMBSTONES,
+				Ranges: []*pb.Range{{Upper: []byte{0x80}, Mode: pb.RangeMode_RANGE_MODE_FINGERPRINT, Fingerprint: make([]byte, 16), Count: 40}, {Mode: pb.RangeMode_RANGE_MODE_SKIP}},
+				Want:   [][]byte{make([]byte, 32)}},
+				&pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: mb[:], Set: pb.ReconcileSet_RECONCILE_SET_TOMBSTONES, Done: true}),
+			frames(&pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: []byte{1, 2}}),
 		},
 		"FuzzRelayPrekeys": {
 			frames(&pb.PrekeyRequest{Kind: &pb.PrekeyRequest_Fetch{Fetch: &pb.PrekeyFetch{Mailbox: mb[:]}}}),
@@ -281,6 +316,31 @@ func FuzzRelayStatus(f *testing.F) {
 	fuzzTarget(f, "FuzzRelayStatus", func(n *Node) protocolSpec {
 		return protocolSpec{wire.ProtocolStatus, "status", replyStatus, n.serveStatus}
 	}, func() proto.Message { return &pb.StatusResponse{} }, one)
+}
+
+// fuzzTargetFrom is fuzzTarget for streams from the relay's own peer ID,
+// which its replica checks accept, so that inputs reach the store.
+func fuzzTargetFrom(f *testing.F, name string, spec func(n *Node) protocolSpec, newMsg func() proto.Message) {
+	for _, s := range fuzzSeeds()[name] {
+		f.Add(s)
+	}
+	n := fuzzNode(f)
+	sp := spec(n)
+	f.Fuzz(func(t *testing.T, input []byte) {
+		checkAnswers(t, fuzzServeFrom(n, sp, input, n.ID()), newMsg)
+	})
+}
+
+func FuzzRelayReplicate(f *testing.F) {
+	fuzzTargetFrom(f, "FuzzRelayReplicate", func(n *Node) protocolSpec {
+		return protocolSpec{wire.ProtocolReplicate, "replicate", nil, n.serveReplicate}
+	}, func() proto.Message { return &pb.ReplicateResponse{} })
+}
+
+func FuzzRelayReconcile(f *testing.F) {
+	fuzzTargetFrom(f, "FuzzRelayReconcile", func(n *Node) protocolSpec {
+		return protocolSpec{wire.ProtocolReconcile, "reconcile", replyReconcile, n.serveReconcile}
+	}, func() proto.Message { return &pb.ReconcileMessage{} })
 }
 
 func FuzzRelayPrekeys(f *testing.F) {

@@ -190,13 +190,14 @@ func (p *placer) build(cands []peer.ID, key kb.ID, known int, lookedUp bool) *re
 	}
 }
 
-// fresh returns the cached view if it may be used: young enough, and of the
-// current generation or confirmed by the routing table's estimate.
-func (p *placer) fresh(mb wire.Mailbox) *replicaView {
+// fresh returns the cached view if it may be used: young enough, looked up
+// in the DHT unless estimates are allowed, and of the current generation
+// or confirmed by the routing table's estimate.
+func (p *placer) fresh(mb wire.Mailbox, allowEstimate bool) *replicaView {
 	p.mu.Lock()
 	v := p.cache[mb]
 	p.mu.Unlock()
-	if v == nil || time.Since(v.at) >= p.ttl {
+	if v == nil || time.Since(v.at) >= p.ttl || (!v.lookedUp && !allowEstimate) {
 		return nil
 	}
 	g := p.gen.Load()
@@ -218,22 +219,26 @@ func (p *placer) fresh(mb wire.Mailbox) *replicaView {
 }
 
 // cached returns a view without waiting for the network: the cached one if
-// it may be used, else the routing table's estimate (and a lookup is
-// started in the background).
+// it may be used, else the routing table's estimate, cached meanwhile, and
+// a lookup is started in the background if a lookup slot is free.
 func (p *placer) cached(mb wire.Mailbox) *replicaView {
-	if v := p.fresh(mb); v != nil {
+	if v := p.fresh(mb, true); v != nil {
 		return v
 	}
+	est := p.estimate(mb)
 	p.mu.Lock()
-	if !p.closed && p.flights[mb] == nil {
+	if !p.closed && p.flights[mb] == nil && len(p.sem) < cap(p.sem)/2 {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
 			p.lookup(p.ctx, mb)
 		}()
 	}
+	if old := p.cache[mb]; old == nil || time.Since(old.at) >= p.ttl || !old.lookedUp {
+		p.store(mb, est)
+	}
 	p.mu.Unlock()
-	return p.estimate(mb)
+	return est
 }
 
 // close waits for background lookups; the node's context has ended.
@@ -247,7 +252,7 @@ func (p *placer) close() {
 // get returns a view, looking the replica set up if the cached view may
 // not be used.
 func (p *placer) get(ctx context.Context, mb wire.Mailbox) *replicaView {
-	if v := p.fresh(mb); v != nil {
+	if v := p.fresh(mb, false); v != nil {
 		return v
 	}
 	return p.lookup(ctx, mb)
@@ -260,7 +265,7 @@ func (p *placer) refresh(ctx context.Context, mb wire.Mailbox) *replicaView {
 	v := p.cache[mb]
 	p.mu.Unlock()
 	if v != nil && v.lookedUp && time.Since(v.at) < minRecheck {
-		if f := p.fresh(mb); f != nil {
+		if f := p.fresh(mb, false); f != nil {
 			return f
 		}
 	}
@@ -367,6 +372,21 @@ func (p *placer) recent(mb wire.Mailbox, q peer.ID) bool {
 	defer p.mu.Unlock()
 	at, ok := p.history[mb][q]
 	return ok && p.clock().Sub(at) <= p.grace
+}
+
+// recentReplicas lists the peers seen in mb's replica set within
+// ReplicaGrace.
+func (p *placer) recentReplicas(mb wire.Mailbox) []peer.ID {
+	now := p.clock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []peer.ID
+	for q, at := range p.history[mb] {
+		if now.Sub(at) <= p.grace {
+			out = append(out, q)
+		}
+	}
+	return out
 }
 
 // prune forgets history older than ReplicaGrace.

@@ -438,6 +438,7 @@ func (s *session) originOK(ctx context.Context, origin peer.ID) bool {
 // known_through if everything this side asked for is now known to it.
 func (s *session) finish(ctx context.Context) {
 	if s.exchanges < 2 || s.failed || !s.havePeerKT || s.n.reconcileNoImport {
+		s.n.log.Debug("no adoption", "exchanges", s.exchanges, "failed", s.failed, "havekt", s.havePeerKT)
 		return
 	}
 	for d, set := range s.wanted {

@@ -37,14 +37,18 @@ func replConfig(c *Config) {
 	c.ResourceManager = &network.NullResourceManager{}
 }
 
-// startCluster starts n relays and connects each to every other; it
-// returns when every routing table holds the others.
+// startCluster starts n relays (each but the first with the first as its
+// bootstrap peer) and connects each to every other; it returns when every
+// routing table holds the others.
 func startCluster(t testing.TB, n int, mod func(i int, c *Config)) []*Node {
 	t.Helper()
 	nodes := make([]*Node, n)
 	for i := range n {
 		nodes[i] = startNode(t, func(c *Config) {
 			replConfig(c)
+			if i > 0 {
+				c.BootstrapPeers = []peer.AddrInfo{nodes[0].AddrInfo()}
+			}
 			if mod != nil {
 				mod(i, c)
 			}
@@ -663,5 +667,183 @@ func TestReplicationRefusesForgedStamps(t *testing.T) {
 		if f, err := a.Store().Fate(mb, wire.CIDOf(e.Envelope)); err != nil || f != store.FateUnknown {
 			t.Fatalf("a refused entry has fate %v (%v)", f, err)
 		}
+	}
+}
+
+// TestReplicationTombstones: an ack at one replica deletes the entries on
+// the others (tombstones are forwarded), and a replica that was down during
+// the ack learns them by anti-entropy.
+func TestReplicationTombstones(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	key, mb := mailboxKey(t)
+	s := newSender(t, nodes...)
+	var cids []wire.CID
+	want := make(map[wire.CID]bool)
+	for i := range 20 {
+		env := envelope(t, mb, 300, 0, uint64(i))
+		if _, _, err := s.deposit(nodes[i%3].ID(), env); err != nil {
+			t.Fatal(err)
+		}
+		cids = append(cids, wire.CIDOf(env))
+		want[wire.CIDOf(env)] = true
+	}
+	waitFor(t, "replicated", func() bool {
+		for _, n := range nodes {
+			if !holdsAll(t, n, mb, want) {
+				return false
+			}
+		}
+		return true
+	})
+	c := newClient(t, nodes...)
+	if n, err := c.Ack(ctxT(t), nodes[0].ID(), key, cids[:5], nil); err != nil || n != 5 {
+		t.Fatalf("ack: %d %v", n, err)
+	}
+	acked := func(n *Node, cs []wire.CID) bool {
+		for _, cid := range cs {
+			if f, err := n.Store().Fate(mb, cid); err != nil || f != store.FateAcked {
+				return false
+			}
+		}
+		return true
+	}
+	waitFor(t, "tombstones forwarded", func() bool { return acked(nodes[1], cids[:5]) && acked(nodes[2], cids[:5]) })
+	// nodes[2] is down while nodes[1] takes the next ack.
+	cfg := nodes[2].Config()
+	if err := nodes[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Ack(ctxT(t), nodes[1].ID(), key, cids[5:10], nil); err != nil || n != 5 {
+		t.Fatalf("ack: %d %v", n, err)
+	}
+	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
+	cfg.BootstrapPeers = []peer.AddrInfo{nodes[0].AddrInfo(), nodes[1].AddrInfo()}
+	back, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := back.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { back.Close() })
+	waitFor(t, "tombstones reconciled", func() bool { return acked(back, cids[:10]) && acked(nodes[0], cids[:10]) })
+	if got := held(t, back, mb); len(got) != 10 {
+		t.Fatalf("restarted replica holds %d entries, want 10", len(got))
+	}
+}
+
+// TestReplicationCatchUp: a replica that restarts after hours (beyond
+// ReplicaGrace, on every relay's clock) reports ErrCatchingUp from Health
+// until it has reconciled with another replica; when Health first reports
+// it in sync, it holds every entry and tombstone it missed.
+func TestReplicationCatchUp(t *testing.T) {
+	clk := &clock{}
+	nodes := startCluster(t, 3, func(_ int, c *Config) { c.Now = clk.Now })
+	key, mb := mailboxKey(t)
+	s := newSender(t, nodes...)
+	want := make(map[wire.CID]bool)
+	var cids []wire.CID
+	deposit := func(n *Node, i int) {
+		env := envelope(t, mb, 300, 0, uint64(i))
+		if _, _, err := s.deposit(n.ID(), env); err != nil {
+			t.Fatal(err)
+		}
+		want[wire.CIDOf(env)] = true
+		cids = append(cids, wire.CIDOf(env))
+	}
+	for i := range 30 {
+		deposit(nodes[i%3], i)
+	}
+	waitFor(t, "replicated", func() bool { return holdsAll(t, nodes[2], mb, want) })
+	cfg := nodes[2].Config()
+	if err := nodes[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 30; i < 80; i++ {
+		deposit(nodes[i%2], i)
+	}
+	c := newClient(t, nodes[0], nodes[1])
+	if _, err := c.Ack(ctxT(t), nodes[0].ID(), key, cids[:5], nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, cid := range cids[:5] {
+		delete(want, cid)
+	}
+	waitFor(t, "the live replicas agree", func() bool {
+		return holdsAll(t, nodes[0], mb, want) && holdsAll(t, nodes[1], mb, want)
+	})
+	clk.Advance(3 * time.Hour)
+
+	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
+	cfg.BootstrapPeers = []peer.AddrInfo{nodes[0].AddrInfo(), nodes[1].AddrInfo()}
+	back, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := back.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { back.Close() })
+	if err := back.Health(ctxT(t)); !errors.Is(err, ErrCatchingUp) {
+		t.Fatalf("health right after the restart: %v", err)
+	}
+	waitFor(t, "in sync", func() bool { return back.Health(ctxT(t)) == nil })
+	if !holdsAll(t, back, mb, want) {
+		t.Fatal("reported in sync without the entries it missed")
+	}
+	for _, cid := range cids[:5] {
+		if f, _ := back.Store().Fate(mb, cid); f != store.FateAcked {
+			t.Fatalf("reported in sync without the tombstones it missed: fate %v", f)
+		}
+	}
+}
+
+// TestReplicationAdoptsWatermark: the same envelope deposited at two
+// replicas on the two sides of a partition is stored under two stamps;
+// each replica keeps its own and never receives the other's, so without
+// help its known_through for the other origin would stop below that seq.
+// After a complete reconciliation with that origin itself it adopts the
+// origin's known_through (SPEC.md §10.10), and a sync's watermarks pass the
+// hole.
+func TestReplicationAdoptsWatermark(t *testing.T) {
+	gates := []*partition{{}, {}}
+	nodes := startCluster(t, 2, func(i int, c *Config) { c.ConnectionGater = gates[i] })
+	a, b := nodes[0], nodes[1]
+	key, mb := mailboxKey(t)
+	gates[0].block(b.ID())
+	gates[1].block(a.ID())
+	_ = a.Host().Network().ClosePeer(b.ID())
+	s := newSender(t, nodes...)
+	same := envelope(t, mb, 300, 0, 1)
+	for _, n := range nodes {
+		if res, origin, err := s.deposit(n.ID(), same); err != nil || origin != n.ID() || res.Duplicate {
+			t.Fatalf("deposit at %s: %+v %v", n.ID().ShortString(), res, err)
+		}
+	}
+	want := map[wire.CID]bool{wire.CIDOf(same): true}
+	for i := 2; i <= 4; i++ {
+		env := envelope(t, mb, 300, 0, uint64(i))
+		if _, _, err := s.deposit(b.ID(), env); err != nil {
+			t.Fatal(err)
+		}
+		want[wire.CIDOf(env)] = true
+	}
+	gates[0].heal()
+	gates[1].heal()
+	kt := func(n *Node, origin peer.ID) uint64 {
+		for _, w := range n.Store().KnownThrough(mb) {
+			if w.Origin == origin {
+				return w.Seq
+			}
+		}
+		return 0
+	}
+	waitFor(t, "a adopts b's known_through", func() bool { return holdsAll(t, a, mb, want) && kt(a, b.ID()) == 4 })
+	if _, err := a.Store().GetBySeq(mb, b.ID(), 1); err == nil {
+		t.Fatal("a received b's stamp of an entry it holds under its own")
+	}
+	entries, cursor := syncCursor(t, newClient(t, a), a.ID(), key, wire.Cursor{}, 0)
+	if len(entries) != 4 || cursor.Get(b.ID()) != 4 || cursor.Get(a.ID()) != 1 {
+		t.Fatalf("sync from a: %d entries, cursor %v", len(entries), cursor.String())
 	}
 }

@@ -70,12 +70,17 @@ func TestRelaySubscribeTwentyDevices(t *testing.T) {
 
 func TestRelaySubscribeSlowConsumer(t *testing.T) {
 	n := startNode(t, func(c *Config) {
-		// A group commit hands the hub a burst of up to a deposit
-		// stream's budget (DepositStreamBytes / 120 KiB ≈ 34 entries).
-		c.SubscriberQueue = 64
+		// The byte bound decides: 16 MiB ≈ 136 entries of 120 KiB. A
+		// group commit hands the hub a burst of up to a deposit stream's
+		// budget (DepositStreamBytes / 120 KiB ≈ 34 entries), and the
+		// reading subscriber may lag some more on a loaded machine; the
+		// one that never reads overflows after its stream's flow-control
+		// window. The write timeout is long so that the overflow, not a
+		// write deadline, is what cuts the slow one.
+		c.SubscriberQueue = 1024
 		c.SubscriberQueueBytes = 16 << 20
 		c.MaxEnvelopeBytes = 128 << 10
-		c.WriteTimeout = 2 * time.Second
+		c.WriteTimeout = 30 * time.Second
 	})
 	key, mb := mailboxKey(t)
 	fast, err := newClient(t, n).Subscribe(ctxT(t), n.ID(), key)
@@ -98,8 +103,9 @@ func TestRelaySubscribeSlowConsumer(t *testing.T) {
 		t.Fatalf("slow subscribe: %v %v", first.Status, err)
 	}
 	waitFor(t, "two subscribers", func() bool { return n.hub.count(mb) == 2 })
-	// 48 MiB of pushes: far beyond the stream's flow-control window.
-	const count = 400
+	// 36 MiB of pushes: far beyond the stream's flow-control window and
+	// the queue's bytes.
+	const count = 300
 	sender := newClient(t, n)
 	done := make(chan [][]byte)
 	go func() { done <- fill(t, sender, n, mb, count, 120<<10, 0) }()

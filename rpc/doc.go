@@ -15,6 +15,12 @@
 //     entry (stamp signature, CID, mailbox, order, cursor coverage).
 //   - Client.Subscribe: a live feed of verified entries with keepalives.
 //   - Client.Ack, Client.Status, Client.UploadPrekeys, Client.FetchPrekeys.
+//   - Client.OpenReplicate (relay to relay): a long-lived, pipelined
+//     replicate stream; Send returns a ReplicateCall future with one status
+//     per entry and tombstone, answers arrive in request order.
+//   - Client.OpenReconcile (relay to relay): the initiator's transport of
+//     anti-entropy exchanges — framed, bounded, timed messages with byte
+//     counters; package relay drives the turns with its store.
 //
 // A status other than OK is returned as an *Error that unwraps to the
 // sentinel of package wire (errors.Is(err, wire.ErrRateLimited)) and carries
