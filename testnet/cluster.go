@@ -527,6 +527,16 @@ func (c *Cluster) LinkStats() LinkStats {
 	return c.links.stats()
 }
 
+// PairStats returns the chunks forwarded, delayed and dropped on the
+// links between a and b (once the relay's gater attributed the
+// connection; zero with DirectLinks).
+func (c *Cluster) PairStats(a, b Member) LinkStats {
+	if c.links == nil {
+		return LinkStats{}
+	}
+	return c.links.pairStats(a.key(), b.key())
+}
+
 func (c *Cluster) mustLinks() {
 	if c.links == nil {
 		panic("testnet: link faults need links (Options.DirectLinks is set)")

@@ -50,7 +50,9 @@ func combine(a, b LinkFault) LinkFault {
 }
 
 // LinkStats counts what the links did, for tests that assert on counts
-// rather than on wall-clock time.
+// rather than on wall-clock time. Cluster.LinkStats gives every field for
+// all links; Cluster.PairStats gives Chunks, Delayed and Dropped between
+// two members.
 type LinkStats struct {
 	// Conns is the number of connections the links accepted.
 	Conns int64
@@ -73,6 +75,7 @@ type linkNet struct {
 	byPort map[int]*pconn
 	pair   map[[2]memberKey]LinkFault
 	node   map[memberKey]LinkFault
+	per    map[[2]memberKey]*LinkStats // chunks, delayed and dropped per pair
 
 	conns, chunks, delayed, dropped, refused atomic.Int64
 }
@@ -83,7 +86,43 @@ func newLinkNet(seed uint64) *linkNet {
 		byPort: map[int]*pconn{},
 		pair:   map[[2]memberKey]LinkFault{},
 		node:   map[memberKey]LinkFault{},
+		per:    map[[2]memberKey]*LinkStats{},
 	}
+}
+
+// account counts one chunk between a and b.
+func (ln *linkNet) account(a, b memberKey, delayed, dropped bool) {
+	ln.chunks.Add(1)
+	if delayed {
+		ln.delayed.Add(1)
+	}
+	if dropped {
+		ln.dropped.Add(1)
+	}
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	k := pairOf(a, b)
+	s := ln.per[k]
+	if s == nil {
+		s = &LinkStats{}
+		ln.per[k] = s
+	}
+	s.Chunks++
+	if delayed {
+		s.Delayed++
+	}
+	if dropped {
+		s.Dropped++
+	}
+}
+
+func (ln *linkNet) pairStats(a, b memberKey) LinkStats {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	if s := ln.per[pairOf(a, b)]; s != nil {
+		return *s
+	}
+	return LinkStats{}
 }
 
 func (ln *linkNet) stats() LinkStats {
@@ -381,17 +420,14 @@ func (pc *pconn) pipe(dst, src net.Conn) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			pc.p.net.chunks.Add(1)
-			f := pc.p.net.fault(pc.source(), pc.p.target)
+			src := pc.source()
+			f := pc.p.net.fault(src, pc.p.target)
 			jit, drop := pc.p.net.draw(f)
+			d := f.Delay + jit
+			pc.p.net.account(src, pc.p.target, d > 0 && !drop, drop)
 			if drop {
-				pc.p.net.dropped.Add(1)
 				pc.cut()
 				break
-			}
-			d := f.Delay + jit
-			if d > 0 {
-				pc.p.net.delayed.Add(1)
 			}
 			c := chunk{b: append([]byte(nil), buf[:n]...), due: time.Now().Add(d)}
 			select {
