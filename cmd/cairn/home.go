@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -36,6 +38,17 @@ type homeConfig struct {
 	Version int      `json:"version"`
 	Name    string   `json:"name,omitempty"`
 	Relays  []string `json:"relays,omitempty"`
+	// KeyCheck identifies the key the database was created with (a MAC
+	// of a label; it reveals nothing of the key), so a replaced key file
+	// is refused with a clear message.
+	KeyCheck string `json:"key_check,omitempty"`
+}
+
+// keyCheck is the KeyCheck of key.
+func keyCheck(key []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("cairn/v1/cli/key-check"))
+	return hex.EncodeToString(m.Sum(nil)[:8])
 }
 
 // home is an opened home directory.
@@ -44,6 +57,7 @@ type home struct {
 	cfg   homeConfig
 	key   []byte
 	names map[string]client.ContactID
+	lockf *os.File
 }
 
 // defaultHome is $CAIRN_HOME, else os.UserConfigDir()/cairn.
@@ -80,7 +94,39 @@ func openHome(dir string) (*home, error) {
 	if err := readJSON(filepath.Join(dir, homeNamesFile), &h.names); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
+	if h.cfg.KeyCheck != "" && !hmac.Equal([]byte(h.cfg.KeyCheck), []byte(keyCheck(h.key))) {
+		return nil, errKeyMismatch(dir)
+	}
 	return h, nil
+}
+
+func errKeyMismatch(dir string) error {
+	return inputErrorf("home %s: the key file does not open the database (was %s replaced?)", dir, homeKeyFile)
+}
+
+// lock takes the home's lock file for the life of the process: one
+// command at a time per home (the database allows one process anyway;
+// this says so clearly).
+func (h *home) lock() error {
+	f, err := os.OpenFile(filepath.Join(h.dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("home: %w", err)
+	}
+	ok, err := lockFile(f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("home: lock: %w", err)
+	}
+	if !ok {
+		f.Close()
+		return errHomeInUse(h.dir)
+	}
+	h.lockf = f // released when the process exits
+	return nil
+}
+
+func errHomeInUse(dir string) error {
+	return fmt.Errorf("home %s is in use by another cairn process (a 'cairn watch'?): stop it first", dir)
 }
 
 func readJSON(path string, v any) error {
@@ -147,6 +193,7 @@ func initHome(dir string, cfg homeConfig) (*home, error) {
 		return nil, err
 	}
 	cfg.Version = 1
+	cfg.KeyCheck = keyCheck(key)
 	if err := writeJSON(filepath.Join(dir, homeConfigFile), cfg); err != nil {
 		return nil, fmt.Errorf("home: %w", err)
 	}
@@ -174,6 +221,11 @@ func (h *home) relays(flags []string) []string {
 
 // openClient opens the home's client database.
 func (h *home) openClient(relays []string, log *slog.Logger) (*client.Client, error) {
+	if h.lockf == nil {
+		if err := h.lock(); err != nil {
+			return nil, err
+		}
+	}
 	for _, r := range relays {
 		if _, err := parseRelayAddr(r); err != nil {
 			return nil, usageErrorf("--relay: %v", err)
@@ -189,9 +241,9 @@ func (h *home) openClient(relays []string, log *slog.Logger) (*client.Client, er
 	if err != nil {
 		switch {
 		case errors.Is(err, badger.ErrEncryptionKeyMismatch):
-			return nil, inputErrorf("home %s: the key file does not open the database (was %s replaced?)", h.dir, homeKeyFile)
+			return nil, errKeyMismatch(h.dir)
 		case containsAny(err.Error(), "Cannot acquire directory lock", "resource temporarily unavailable"):
-			return nil, fmt.Errorf("home %s is in use by another cairn process (a 'cairn watch'?): stop it first", h.dir)
+			return nil, errHomeInUse(h.dir)
 		}
 		return nil, err
 	}
