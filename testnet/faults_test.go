@@ -285,7 +285,7 @@ func TestOptionsReachMembers(t *testing.T) {
 		testnet.WithClientConfig(func(i int, cfg *client.Config) { cfg.Name = "tweaked" }))
 	for i, r := range c.Relays {
 		cfg := r.Node().Config()
-		if cfg.ReplicationFactor != 2 || cfg.MaxPageEntries != 100+i || cfg.Now == nil || cfg.Now().Sub(time.Now()) < skew/2 {
+		if cfg.ReplicationFactor != 2 || cfg.MaxPageEntries != 100+i || cfg.Now == nil || time.Until(cfg.Now()) < skew/2 {
 			t.Errorf("%s: R %d, MaxPageEntries %d, clock set %v", r, cfg.ReplicationFactor, cfg.MaxPageEntries, cfg.Now != nil)
 		}
 	}
