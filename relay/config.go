@@ -135,7 +135,7 @@ type Config struct {
 	// ReplicateQueue and ReplicateQueueBytes bound the entries and
 	// tombstones waiting to be forwarded to one replica (envelope bytes);
 	// what does not fit is dropped and left to anti-entropy. Defaults
-	// 16,384 and 32 MiB.
+	// 8,192 and 16 MiB.
 	ReplicateQueue      int
 	ReplicateQueueBytes int
 	// AntiEntropyInterval is the period of anti-entropy: every interval
@@ -239,8 +239,8 @@ func DefaultConfig() Config {
 		ReplicaCacheTTL:          time.Minute,
 		ReplicaLookupTimeout:     5 * time.Second,
 		MaxReplicaLookups:        32,
-		ReplicateQueue:           16_384,
-		ReplicateQueueBytes:      32 << 20,
+		ReplicateQueue:           8192,
+		ReplicateQueueBytes:      16 << 20,
 		AntiEntropyInterval:      time.Minute,
 		CatchUpWait:              time.Minute,
 		ReconcileIDThreshold:     32,

@@ -1,8 +1,9 @@
 // Package relay implements a cairn relay node: a libp2p host (TCP and QUIC,
 // Noise, yamux) with the Kademlia DHT in server mode under the /cairn
 // prefix, the mailbox log of package store, and the protocol handlers of
-// SPEC.md §10 — info, deposit, sync, subscribe, ack, status and prekeys —
-// behind admission limits, with Prometheus metrics and structured logs.
+// SPEC.md §10 — info, deposit, sync, subscribe, ack, status, prekeys, and the
+// relay-to-relay replicate and reconcile — behind admission limits, with
+// Prometheus metrics and structured logs.
 //
 // A relay is configured by a Config value (DefaultConfig holds every limit
 // of SPEC.md §12 with its documented default); nothing in this package reads
@@ -25,9 +26,28 @@
 // envelope), the cheap checks of the request, authentication (SPEC.md §8,
 // with a bounded replay cache), and only then the store.
 //
-// Replication (issue 6) plugs in through Config.Placement (which mailboxes
-// this relay accepts, SPEC.md §14) and Config.Forwarder (every entry stored
-// and every tombstone left, from the store's commit path).
+// Many relays act as one store (SPEC.md §10.9, §10.10, §14):
+//
+//   - placement.go: a mailbox's replica set is the R relays closest to its
+//     DHT key (GetClosestPeers plus this relay, cached, checked again on
+//     routing-table churn); a relay takes deposits only for the mailboxes it
+//     replicates and names the replicas otherwise (NOT_REPLICA).
+//     Config.Placement may replace that decision.
+//   - forward.go, replicate.go: the origin of each entry sends it with its
+//     stamp to the other replicas over a long-lived pipelined stream per
+//     peer, from bounded queues that never hold up a deposit; receivers
+//     check the stamp and that sender and origin are (or recently were)
+//     replicas. Config.ReceiptQuorum above 1 makes a deposit's answer wait
+//     for that many replicas.
+//   - reconcile.go, antientropy.go: anti-entropy by range-based set
+//     reconciliation (package relay/reconcile over the store's indexes) of
+//     each mailbox's entries and tombstones with each other replica —
+//     periodically, when a replica (re)connects or joins, and where
+//     forwarding dropped something; a restarted relay reports
+//     ErrCatchingUp from Health until it has reconciled its mailboxes.
+//
+// Config.Forwarder, if set, also receives every entry stored and every
+// tombstone left.
 //
 // Logs never contain envelope contents, auth proofs or keys.
 //

@@ -300,12 +300,16 @@ func (p *placer) lookup(ctx context.Context, mb wire.Mailbox) *replicaView {
 
 	gen := p.gen.Load()
 	key := mb.DHTKey()
-	lctx, cancel := context.WithTimeout(p.ctx, p.timeout)
+	// The lookup keeps the caller's values (query-event listeners) but
+	// not its cancellation: other callers may wait for it too.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
+	stop := context.AfterFunc(p.ctx, cancel)
 	var found []peer.ID
 	var err error
 	if p.d.RoutingTable().Size() > 0 {
 		found, err = p.d.GetClosestPeers(lctx, key)
 	}
+	stop()
 	cancel()
 	var v *replicaView
 	if err == nil && len(found) > 0 {

@@ -505,7 +505,7 @@ func (n *Node) serveReconcile(in *inbound) {
 			mb, err := wire.ParseMailbox(m.Mailbox)
 			_, okSet := setOf(m.Set)
 			key := [2]string{string(m.Mailbox), m.Set.String()}
-			if err != nil || !okSet || seen[key] || m.Status != pb.Status_STATUS_OK || !hasWork(&m) {
+			if err != nil || !okSet || seen[key] || m.Status != pb.Status_STATUS_OK || reconcile.Complete(m.Ranges) {
 				reset(fmt.Errorf("bad start of an exchange"))
 				return
 			}
@@ -582,13 +582,15 @@ func (n *Node) exchangeEnded(ctx context.Context, x *exchange, initiator bool) {
 type reconcileResult struct {
 	done     bool  // both exchanges ended
 	refused  error // the peer refused the mailbox
-	received int
-	sent     int
+	received int   // items received
+	sent     int   // items sent
+	frames   int   // turn frames of both exchanges, both directions
 }
 
 // reconcileWith reconciles mailboxes with peer over one stream, as the
 // initiator, and returns one result per mailbox; err is set if the stream
-// failed (the mailboxes after the failure are not done).
+// failed (the mailboxes after the failure are not done). The stream is
+// returned for its byte counters.
 func (n *Node) reconcileWith(ctx context.Context, p peer.ID, mbs []wire.Mailbox) ([]reconcileResult, *rpc.ReconcileStream, error) {
 	out := make([]reconcileResult, len(mbs))
 	rs, err := n.rpc.OpenReconcile(ctx, p)
@@ -604,6 +606,7 @@ func (n *Node) reconcileWith(ctx context.Context, p peer.ID, mbs []wire.Mailbox)
 				rs.Reset()
 				return out, rs, err
 			}
+			out[i].frames += x.rounds
 			if x.refused != nil {
 				out[i].refused = x.refused
 				s.failed = true
@@ -636,6 +639,11 @@ func (n *Node) runExchange(ctx context.Context, rs *rpc.ReconcileStream, x *exch
 				return fmt.Errorf("%w: stream ended inside an exchange", errReconcileProtocol)
 			}
 			return err
+		}
+		if m.Status != pb.Status_STATUS_OK && (m.Status != pb.Status_STATUS_NOT_REPLICA || string(m.Mailbox) != string(x.s.mb[:])) {
+			// Only NOT_REPLICA refuses an exchange; any other status
+			// (a refusal of the stream, a shutdown) ends the stream.
+			return rs.Refusal(m)
 		}
 		frames, err := x.receive(ctx, m)
 		if err != nil {

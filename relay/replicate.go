@@ -26,8 +26,9 @@ import (
 // ImportMany (one group commit).
 //
 // Checks per entry, cheapest first: the envelope and the stamp parse
-// (MALFORMED); the sending peer is a current or recent replica of the
-// mailbox in this relay's view (NOT_REPLICA); the stamp is the valid
+// (MALFORMED); the sending peer, and this relay, are current or recent
+// replicas of the mailbox in this relay's view (NOT_REPLICA); the stamp is
+// the valid
 // origin stamp of the envelope (BAD_SIGNATURE); the stamp's origin is a
 // current or recent replica (NOT_REPLICA); then the import (a known CID is
 // OK, a quota or expiry failure gets its status). A tombstone needs only a
@@ -182,11 +183,19 @@ type trustEntry struct {
 	view *replicaView
 }
 
+// get returns the sender's standing for mb; a relay that is itself neither
+// a current nor a recent replica of mb treats every sender as a stranger
+// (it does not take mailboxes it does not replicate).
 func (t *peerTrust) get(mb wire.Mailbox) trustEntry {
 	if e, ok := t.views[mb]; ok {
 		return e
 	}
 	st, v := t.n.placer.standingOf(t.n.drainCtx, mb, t.from)
+	if st != stranger {
+		if self, _ := t.n.placer.standingOf(t.n.drainCtx, mb, t.n.id); self == stranger {
+			st = stranger
+		}
+	}
 	e := trustEntry{from: st, view: v}
 	t.views[mb] = e
 	return e

@@ -5,9 +5,12 @@
 // The bytes exchanged grow with the size of the difference times the log of
 // the set size, not with the set size.
 //
-// The engine is pure: it works on an in-memory sorted snapshot of one side's
-// items and turns one incoming message into one outgoing message; the caller
-// moves messages and the entries themselves.
+// The engine is pure: it reads one side's items through a Source (Set, an
+// in-memory sorted snapshot, or the relay store's reconciliation indexes)
+// and turns one incoming message into one outgoing message (Initiate,
+// Respond); the caller moves messages and the entries themselves. Answers
+// stay within the message limits of Config, so a peer never has to refuse
+// them.
 package reconcile
 
 import (
@@ -261,9 +264,28 @@ func Respond(src Source, cfg Config, in []*pb.Range) (Result, error) {
 		}
 		out = append(out, &pb.Range{Upper: upper, Mode: pb.RangeMode_RANGE_MODE_SKIP})
 	}
+	// The answer must itself be a valid message for the peer: at most
+	// MaxRanges ranges and MaxIDs ids. When a differing range would exceed
+	// either, the answer ends with one FINGERPRINT range of this side's
+	// items from that range's lower bound to the end of the space: the
+	// ranges before it progress (the leftmost differences are resolved
+	// first), the peer splits the rest in a later round.
+	ids := 0
+	rest := func(lower []byte) (Result, error) {
+		acc, err := src.Fingerprint(lower, nil)
+		if err != nil {
+			return Result{}, err
+		}
+		out = append(out, fpRange(nil, acc))
+		res.Ranges = out
+		return res, nil
+	}
 	var lower []byte
 	for _, r := range in {
 		upper := r.Upper
+		if len(out)+2 > cfg.MaxRanges {
+			return rest(lower)
+		}
 		switch r.Mode {
 		case pb.RangeMode_RANGE_MODE_SKIP:
 			skip(upper)
@@ -277,13 +299,21 @@ func Respond(src Source, cfg Config, in []*pb.Range) (Result, error) {
 				skip(upper)
 				break
 			}
-			if acc.Count() <= uint64(cfg.IDThreshold) {
-				ids, err := idsRange(src, lower, upper, upper)
+			if n := acc.Count(); n <= uint64(cfg.IDThreshold) {
+				if ids+int(n) > cfg.MaxIDs {
+					return rest(lower)
+				}
+				idr, err := idsRange(src, lower, upper, upper)
 				if err != nil {
 					return Result{}, err
 				}
-				out = append(out, ids)
+				ids += len(idr.Ids)
+				out = append(out, idr)
 				break
+			}
+			// Room for the subranges and, after them, a last range.
+			if len(out)+cfg.Branching+1 > cfg.MaxRanges {
+				return rest(lower)
 			}
 			subs, err := src.Split(lower, upper, cfg.Branching)
 			if err != nil {

@@ -271,3 +271,55 @@ func BenchmarkReconcileMillionTenDiffering(b *testing.B) {
 	b.ReportMetric(float64(o.bytes), "bytes/reconcile")
 	b.ReportMetric(float64(o.rounds), "rounds")
 }
+
+// TestReconcileAnswersStayWithinLimits: an answer is itself a valid message
+// under the same limits, however many ranges differ, and small limits
+// still converge to the exact difference.
+func TestReconcileAnswersStayWithinLimits(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for iter := 0; iter < 50; iter++ {
+		var xs, ys []Item
+		for i := 0; i < 4000; i++ {
+			it := item(uint64(iter)<<32 | uint64(i))
+			switch rng.IntN(3) {
+			case 0:
+				xs = append(xs, it)
+			case 1:
+				ys = append(ys, it)
+			default:
+				xs, ys = append(xs, it), append(ys, it)
+			}
+		}
+		xs, ys = sortItems(xs), sortItems(ys)
+		cfg := Config{IDThreshold: 8, Branching: 4, MaxRanges: 40 + rng.IntN(40), MaxIDs: 200 + rng.IntN(200)}
+		a, _ := NewSet(xs, cfg)
+		b, _ := NewSet(ys, cfg)
+		msg := a.Initiate()
+		sides := [2]*Set{b, a}
+		var sendA, sendB []Item
+		for turn := 0; ; turn++ {
+			if turn > 2000 {
+				t.Fatalf("iteration %d: no convergence", iter)
+			}
+			res, err := sides[turn%2].Respond(msg)
+			if err != nil {
+				t.Fatalf("iteration %d turn %d: %v", iter, turn, err)
+			}
+			if turn%2 == 0 {
+				sendB, sendA = append(sendB, res.Have...), append(sendA, res.Need...)
+			} else {
+				sendA, sendB = append(sendA, res.Have...), append(sendB, res.Need...)
+			}
+			if res.Ranges == nil {
+				break
+			}
+			if err := Validate(cfg, res.Ranges); err != nil {
+				t.Fatalf("iteration %d turn %d: answer breaks the limits: %v", iter, turn, err)
+			}
+			msg = res.Ranges
+		}
+		if !slices.Equal(sortItems(sendA), minus(xs, ys)) || !slices.Equal(sortItems(sendB), minus(ys, xs)) {
+			t.Fatalf("iteration %d: wrong difference", iter)
+		}
+	}
+}
