@@ -24,6 +24,8 @@ type clientFlags struct {
 	relays  []string
 	timeout time.Duration
 	json    bool
+	// syncInterval, if set, replaces the client's background sync period.
+	syncInterval time.Duration
 }
 
 const homeHelp = `The home directory (--home, default $CAIRN_HOME or the user's config directory
@@ -69,7 +71,11 @@ func (a *app) open(ctx context.Context, f *clientFlags, online bool) (*session, 
 		return nil, err
 	}
 	relays := h.relays(f.relays)
-	c, err := h.openClient(relays, log)
+	c, err := h.openClient(relays, log, func(cfg *client.Config) {
+		if f.syncInterval > 0 {
+			cfg.SyncInterval = f.syncInterval
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -205,6 +211,13 @@ func (s *session) sync(ctx context.Context) error {
 	}
 	return nil
 }
+
+// watchSync is watch's background sync period, waitSync that of
+// 'status --wait'.
+const (
+	watchSync = 5 * time.Second
+	waitSync  = 2 * time.Second
+)
 
 // dhtSettle is the pause between the two sync rounds.
 const dhtSettle = 100 * time.Millisecond
@@ -891,6 +904,12 @@ home wait for it to end (they fail with "in use").`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			// The client's live subscription is made on the replica set it
+			// knows when it starts, which, in a process that just started,
+			// may be the bootstrap relays only; a background sync every
+			// watchSync bounds what that can delay (see the report of
+			// issue 8: a client seam to wait for the DHT would fix it).
+			f.syncInterval = watchSync
 			s, err := a.open(ctx, &f, true)
 			if err != nil {
 				return err
@@ -899,6 +918,13 @@ home wait for it to end (they fail with "in use").`,
 			if isTerminal(a.stderr) {
 				fmt.Fprintf(a.stderr, "watching %s (Ctrl-C to stop)\n", s.h.dir)
 			}
+			go func() {
+				sctx, cancel := context.WithTimeout(ctx, time.Minute)
+				defer cancel()
+				if err := s.sync(sctx); err != nil && ctx.Err() == nil {
+					fmt.Fprintf(a.stderr, "cairn: watch: %s (retrying in the background)\n", oneLine(err.Error()))
+				}
+			}()
 			enc := json.NewEncoder(a.stdout)
 			out := func(line string, j eventJSON) {
 				if f.json {
@@ -980,7 +1006,12 @@ passes (exit code 4). --json prints {id, contact, name, status}.`,
 					return usageErrorf("status: --wait %q: want stored or delivered", wait)
 				}
 			}
-			s, err := a.open(ctx, &f, doSync || wait != "")
+			if wait != "" {
+				// Delivery receipts come with syncs; see watchSync.
+				f.syncInterval = waitSync
+				doSync = true
+			}
+			s, err := a.open(ctx, &f, doSync)
 			if err != nil {
 				return err
 			}
