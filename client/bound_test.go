@@ -1,9 +1,9 @@
 package client
 
 import (
-	"encoding/binary"
-	"log/slog"
 	"testing"
+
+	"github.com/cairn-net/cairn/store"
 )
 
 // BenchmarkBoundSyncedCommit measures the floor under every durable step of
@@ -12,17 +12,15 @@ import (
 // in series (the sender's outbox, the relay's append, the recipient's
 // store); BENCHMARKS.md states the round trip as a ratio to this.
 func BenchmarkBoundSyncedCommit(b *testing.B) {
-	db, err := openBadger(b.TempDir(), nil, slog.New(slog.DiscardHandler))
+	db, err := store.OpenClientDB(store.ClientOptions{Dir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer db.close()
-	v := make([]byte, 1024)
-	var i uint64
+	defer db.Close()
+	m := &store.Message{Direction: store.Incoming, Body: make([]byte, 1024)}
 	for b.Loop() {
-		i++
-		k := binary.BigEndian.AppendUint64([]byte("bench/"), i)
-		if err := db.update(func(tx kvTx) error { return tx.set(k, v) }); err != nil {
+		m.Counter++
+		if err := db.Update(func(tx *store.ClientTx) error { return tx.PutMessage("bench", m) }); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/cairn-net/cairn/ratchet"
+	"github.com/cairn-net/cairn/store"
 	"github.com/cairn-net/cairn/wire"
 )
 
@@ -34,7 +34,7 @@ type Client struct {
 	cfg       Config
 	bootstrap []ma.Multiaddr
 	log       *slog.Logger
-	db        kv
+	db        *store.ClientDB
 
 	evMu     sync.Mutex
 	events   chan Event
@@ -47,12 +47,12 @@ type Client struct {
 	keys     *ratchet.PrivateKeys
 	mboxKey  ed25519.PrivateKey
 	mailbox  wire.Mailbox
-	contacts map[ContactID]*contactRec
+	contacts map[ContactID]*store.Contact
 	sessions map[[32]byte]*sessionRec
 	order    []*sessionRec // trial-decryption order, most recently active first
-	recv     map[ContactID]*recvRec
-	outbox   map[outKey]*outboxRec // every entry
-	queued   map[outKey]*outboxRec // the entries with StatusQueued
+	recv     map[ContactID]*store.RecvState
+	outbox   map[outKey]*store.OutboxEntry // every entry
+	queued   map[outKey]*store.OutboxEntry // the entries with StatusQueued
 	// nextCheckMs is when the earliest stored entry is due for a fate
 	// check (0: unknown, scan).
 	nextCheckMs uint64
@@ -84,6 +84,8 @@ type outKey struct {
 	counter uint64
 }
 
+func outKeyOf(r *store.OutboxEntry) outKey { return outKey{ContactID(r.Contact), r.Counter} }
+
 // New opens (or creates) the client's database in cfg.DataDir and loads its
 // identity, creating one on first use. It does not touch the network: call
 // Start for that.
@@ -92,7 +94,7 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := openBadger(cfg.DataDir, cfg.EncryptionKey, cfg.Logger)
+	db, err := store.OpenClientDB(store.ClientOptions{Dir: cfg.DataDir, EncryptionKey: cfg.EncryptionKey, Now: cfg.Now, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
@@ -109,7 +111,7 @@ func New(cfg Config) (*Client, error) {
 	err = c.loadLocked(true)
 	c.mu.Unlock()
 	if err != nil {
-		_ = db.close()
+		_ = db.Close()
 		return nil, fmt.Errorf("client: load: %w", err)
 	}
 	return c, nil
@@ -119,23 +121,19 @@ func New(cfg Config) (*Client, error) {
 // an identity if there is none. It is also how the in-memory state is
 // rebuilt after a failed transaction.
 func (c *Client) loadLocked(create bool) error {
-	var (
-		keysBlob, seed []byte
-	)
-	err := c.db.view(func(tx kvTx) error {
+	var id *store.Identity
+	err := c.db.View(func(tx *store.ClientTx) error {
 		var err error
-		if keysBlob, err = tx.get(keyKeys); err != nil && !errors.Is(err, errNotFound) {
-			return err
+		id, err = tx.Identity()
+		if errors.Is(err, store.ErrNotFound) {
+			id, err = nil, nil
 		}
-		if seed, err = tx.get(keyMailbox); err != nil && !errors.Is(err, errNotFound) {
-			return err
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	if keysBlob == nil {
+	if id == nil {
 		if !create {
 			return errors.New("identity missing")
 		}
@@ -143,23 +141,23 @@ func (c *Client) loadLocked(create bool) error {
 			return err
 		}
 	} else {
-		keys, err := ratchet.ParsePrivateKeys(keysBlob)
+		keys, err := ratchet.ParsePrivateKeys(id.Keys)
 		if err != nil {
 			return fmt.Errorf("identity: %w", err)
 		}
-		if len(seed) != ed25519.SeedSize {
-			return fmt.Errorf("mailbox key: %w", errCorruptRecord)
+		if len(id.MailboxSeed) != ed25519.SeedSize {
+			return fmt.Errorf("mailbox key: seed of %d bytes", len(id.MailboxSeed))
 		}
 		c.keys = keys
-		c.mboxKey = ed25519.NewKeyFromSeed(seed)
+		c.mboxKey = ed25519.NewKeyFromSeed(id.MailboxSeed)
 	}
 	c.mailbox = mailboxOfKey(c.mboxKey)
-	c.contacts = map[ContactID]*contactRec{}
+	c.contacts = map[ContactID]*store.Contact{}
 	c.sessions = map[[32]byte]*sessionRec{}
 	c.order = nil
-	c.recv = map[ContactID]*recvRec{}
-	c.outbox = map[outKey]*outboxRec{}
-	c.queued = map[outKey]*outboxRec{}
+	c.recv = map[ContactID]*store.RecvState{}
+	c.outbox = map[outKey]*store.OutboxEntry{}
+	c.queued = map[outKey]*store.OutboxEntry{}
 	c.nextCheckMs = 0
 	if c.inflight == nil {
 		c.inflight = map[outKey]bool{}
@@ -167,73 +165,59 @@ func (c *Client) loadLocked(create bool) error {
 	if c.sending == nil {
 		c.sending = map[wire.Mailbox]bool{}
 	}
-	c.cursor = wire.Cursor{}
 	c.pending = 0
-	return c.db.view(func(tx kvTx) error {
-		if b, err := tx.get(keyCursor); err == nil {
-			if c.cursor, err = wire.ParseCursor(b); err != nil {
-				return fmt.Errorf("cursor: %w", err)
-			}
+	return c.db.View(func(tx *store.ClientTx) error {
+		var err error
+		if c.cursor, err = tx.Cursor(c.mailbox); err != nil {
+			return fmt.Errorf("cursor: %w", err)
 		}
-		if b, err := tx.get(keySeq); err == nil && len(b) == 8 {
-			c.seq = binary.BigEndian.Uint64(b)
+		if c.seq, err = tx.LocalSeq(); err != nil {
+			return err
 		}
-		if err := tx.scan(prefixContact, func(_, v []byte) error {
-			r, err := parseContactRec(v)
-			if err != nil {
-				return err
-			}
-			c.contacts[r.id] = r
+		if err := tx.ForEachContact(func(r *store.Contact) error {
+			c.contacts[contactOf(r)] = r
 			return nil
 		}); err != nil {
 			return err
 		}
-		if err := tx.scan(prefixSession, func(_, v []byte) error {
-			r, err := parseSessionRec(v)
+		if err := tx.ForEachSession(func(s *store.Session) error {
+			r, err := parseSession(s)
 			if err != nil {
-				return err
+				return fmt.Errorf("session %x: %w", s.HandshakeID[:8], err)
 			}
-			c.sessions[r.hid] = r
+			c.sessions[r.HandshakeID] = r
 			c.order = append(c.order, r)
 			return nil
 		}); err != nil {
 			return err
 		}
-		slices.SortFunc(c.order, func(a, b *sessionRec) int { return -cmpU64(a.active, b.active) })
-		if err := tx.scan(prefixRecv, func(k, v []byte) error {
-			r, err := parseRecvRec(v)
-			if err != nil {
-				return err
-			}
-			c.recv[ContactID(k[len(prefixRecv):])] = r
+		slices.SortFunc(c.order, func(a, b *sessionRec) int { return -cmpU64(a.Active, b.Active) })
+		if err := tx.ForEachRecvState(func(id string, r *store.RecvState) error {
+			c.recv[ContactID(id)] = r
 			return nil
 		}); err != nil {
 			return err
 		}
-		if err := tx.scan(prefixOutbox, func(_, v []byte) error {
-			r, err := parseOutboxRec(v)
-			if err != nil {
-				return err
-			}
+		if err := tx.ForEachOutbox(func(r *store.OutboxEntry) error {
 			c.putOutLocked(r)
 			return nil
 		}); err != nil {
 			return err
 		}
-		return tx.scan(prefixPending, func(_, _ []byte) error { c.pending++; return nil })
+		return tx.ForEachPending(func(uint64, *store.PendingEntry, error) error { c.pending++; return nil })
 	})
 }
 
 // putOutLocked adds or updates an outbox entry in the in-memory indexes.
-func (c *Client) putOutLocked(r *outboxRec) {
-	k := outKey{r.contact, r.counter}
+func (c *Client) putOutLocked(r *store.OutboxEntry) {
+	k := outKeyOf(r)
 	c.outbox[k] = r
-	if r.status == StatusQueued {
+	if r.Status == store.StatusQueued {
 		c.queued[k] = r
 	} else {
 		delete(c.queued, k)
 		if c.nextCheckMs != 0 {
-			c.nextCheckMs = min(c.nextCheckMs, max(r.nextMs, r.expiry*1000))
+			c.nextCheckMs = min(c.nextCheckMs, max(r.NextAttemptMs, r.Expiry*1000))
 		}
 	}
 }
@@ -261,17 +245,24 @@ func (c *Client) createIdentityLocked() error {
 	if err != nil {
 		return err
 	}
-	if err := c.db.update(func(tx kvTx) error {
-		if err := tx.set(keyKeys, blob); err != nil {
-			return err
-		}
-		return tx.set(keyMailbox, priv.Seed())
+	if err := c.db.Update(func(tx *store.ClientTx) error {
+		return tx.PutIdentity(&store.Identity{Keys: blob, MailboxSeed: priv.Seed()})
 	}); err != nil {
 		return err
 	}
 	c.keys, c.mboxKey = keys, priv
 	c.log.Info("created identity", "mailbox", mailboxOfKey(priv).String())
 	return nil
+}
+
+// putIdentityLocked writes the identity: the prekey state changes when a
+// handshake consumes a one-time prekey and when new ones are generated.
+func (c *Client) putIdentityLocked(tx *store.ClientTx) error {
+	kb, err := c.keys.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return tx.PutIdentity(&store.Identity{Keys: kb, MailboxSeed: c.mboxKey.Seed()})
 }
 
 // reloadLocked rebuilds the in-memory state after a failed transaction,
@@ -294,14 +285,10 @@ func cmpU64(a, b uint64) int {
 }
 
 // nextSeqLocked returns a fresh local sequence number (persisted by
-// putSeq in the transaction that uses it).
+// PutLocalSeq in the transaction that uses it).
 func (c *Client) nextSeqLocked() uint64 {
 	c.seq++
 	return c.seq
-}
-
-func (c *Client) putSeq(tx kvTx) error {
-	return tx.set(keySeq, binary.BigEndian.AppendUint64(nil, c.seq))
 }
 
 func (c *Client) now() time.Time { return c.cfg.Now() }
@@ -384,24 +371,25 @@ func (c *Client) AcceptInvite(invite string) (Contact, error) {
 	}
 	id := contactIDOf(b.Identity)
 	r, known := c.contacts[id]
-	upd := &contactRec{id: id, identity: b.Identity, next: 1, addedMs: c.nowMs()}
+	upd := &store.Contact{ID: string(id), IdentityEd25519: b.Identity.Ed25519, IdentityX25519: b.Identity.X25519,
+		NextCounter: 1, AddedMs: c.nowMs()}
 	if known {
 		cp := *r
 		upd = &cp
 	}
-	upd.bundle = inv.Bundle
-	upd.hints = hints
+	upd.Bundle = inv.Bundle
+	upd.Hints = hints
 	if inv.Name != "" {
-		upd.name = inv.Name
+		upd.Name = inv.Name
 	}
-	upd.mailbox = wire.MailboxOf(ed25519.PublicKey(b.PrekeySigner[:]))
-	err = c.db.update(func(tx kvTx) error { return tx.set(keyContact(id), upd.marshal()) })
+	upd.Mailbox = wire.MailboxOf(ed25519.PublicKey(b.PrekeySigner[:]))
+	err = c.db.Update(func(tx *store.ClientTx) error { return tx.PutContact(upd) })
 	if err != nil {
 		c.mu.Unlock()
 		return Contact{}, fmt.Errorf("client: store contact: %w", err)
 	}
 	c.contacts[id] = upd
-	pub := upd.public()
+	pub := publicContact(upd)
 	n := c.net
 	c.mu.Unlock()
 	if n != nil {
@@ -419,7 +407,7 @@ func (c *Client) Contacts() []Contact {
 	defer c.mu.Unlock()
 	out := make([]Contact, 0, len(c.contacts))
 	for _, r := range c.contacts {
-		out = append(out, r.public())
+		out = append(out, publicContact(r))
 	}
 	slices.SortFunc(out, func(a, b Contact) int {
 		if d := a.AddedAt.Compare(b.AddedAt); d != 0 {
@@ -438,7 +426,7 @@ func (c *Client) Contact(id ContactID) (Contact, error) {
 	if !ok {
 		return Contact{}, ErrUnknownContact
 	}
-	return r.public(), nil
+	return publicContact(r), nil
 }
 
 func messageID(contact ContactID, dir Direction, counter uint64) MessageID {
@@ -470,17 +458,17 @@ func parseMessageID(id MessageID) (ContactID, Direction, uint64, bool) {
 	return ContactID(ct), dir, n, true
 }
 
-func (r *msgRec) public(contact ContactID) Message {
+func publicMessage(contact ContactID, r *store.Message) Message {
 	return Message{
-		ID:        messageID(contact, r.dir, r.counter),
+		ID:        messageID(contact, Direction(r.Direction), r.Counter),
 		Contact:   contact,
-		Direction: r.dir,
-		Counter:   r.counter,
-		Body:      r.body,
-		SentAt:    msTime(r.sentAtMs),
-		At:        msTime(r.atMs),
-		Status:    r.status,
-		Late:      r.late,
+		Direction: Direction(r.Direction),
+		Counter:   r.Counter,
+		Body:      r.Body,
+		SentAt:    msTime(r.SentAtMs),
+		At:        msTime(r.AtMs),
+		Status:    Status(r.Status),
+		Late:      r.Late,
 	}
 }
 
@@ -498,14 +486,10 @@ func (c *Client) History(contact ContactID) ([]Message, error) {
 	if !ok {
 		return nil, ErrUnknownContact
 	}
-	var in, out []*msgRec
-	err := c.db.view(func(tx kvTx) error {
-		return tx.scan(historyPrefix(contact), func(_, v []byte) error {
-			r, err := parseMsgRec(v)
-			if err != nil {
-				return err
-			}
-			if r.dir == Incoming {
+	var in, out []*store.Message
+	err := c.db.View(func(tx *store.ClientTx) error {
+		return tx.ForEachMessage(string(contact), func(r *store.Message) error {
+			if r.Direction == store.Incoming {
 				in = append(in, r)
 			} else {
 				out = append(out, r)
@@ -518,11 +502,11 @@ func (c *Client) History(contact ContactID) ([]Message, error) {
 	}
 	msgs := make([]Message, 0, len(in)+len(out))
 	for len(in) > 0 || len(out) > 0 {
-		if len(out) == 0 || (len(in) > 0 && in[0].seq < out[0].seq) {
-			msgs = append(msgs, in[0].public(contact))
+		if len(out) == 0 || (len(in) > 0 && in[0].Seq < out[0].Seq) {
+			msgs = append(msgs, publicMessage(contact, in[0]))
 			in = in[1:]
 		} else {
-			msgs = append(msgs, out[0].public(contact))
+			msgs = append(msgs, publicMessage(contact, out[0]))
 			out = out[1:]
 		}
 	}
@@ -543,19 +527,15 @@ func (c *Client) Message(id MessageID) (Message, error) {
 		return Message{}, ErrClosed
 	}
 	var m Message
-	err := c.db.view(func(tx kvTx) error {
-		b, err := tx.get(keyHistory(ct, dir, n))
+	err := c.db.View(func(tx *store.ClientTx) error {
+		r, err := tx.Message(string(ct), store.Direction(dir), n)
 		if err != nil {
 			return err
 		}
-		r, err := parseMsgRec(b)
-		if err != nil {
-			return err
-		}
-		m = r.public(ct)
+		m = publicMessage(ct, r)
 		return nil
 	})
-	if errors.Is(err, errNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		return Message{}, fmt.Errorf("client: message %s: %w", id, ErrUnknownMessage)
 	}
 	if err != nil {
@@ -620,7 +600,7 @@ func (c *Client) Start(ctx context.Context) error {
 	c.mu.Lock()
 	c.net = n
 	for _, r := range c.contacts {
-		n.addHints(r.hints)
+		n.addHints(r.Hints)
 	}
 	c.mu.Unlock()
 	c.runCtx, c.cancel = context.WithCancel(dialCtx(context.Background()))
@@ -661,7 +641,7 @@ func (c *Client) Close() error {
 		c.wg.Wait()
 		c.net.close()
 	}
-	err := c.db.close()
+	err := c.db.Close()
 	c.evMu.Lock()
 	c.evClosed = true
 	close(c.events)
@@ -669,18 +649,10 @@ func (c *Client) Close() error {
 	return err
 }
 
-// contactHints returns the relay IDs of a contact's invite hints.
+// hintIDs returns the relay IDs of a contact's invite hints.
 func (c *Client) hintIDs(hints [][]byte) []peer.ID {
 	var ids []peer.ID
-	for _, h := range hints {
-		a, err := ma.NewMultiaddrBytes(h)
-		if err != nil {
-			continue
-		}
-		ai, err := peer.AddrInfoFromP2pAddr(a)
-		if err != nil {
-			continue
-		}
+	for _, ai := range parseHints(hints) {
 		ids = append(ids, ai.ID)
 	}
 	return ids

@@ -72,7 +72,14 @@
 //
 // The client's state lives in one badger database in Config.DataDir,
 // encrypted at rest with Config.EncryptionKey, written with synchronous
-// commits. Records are hand-encoded with a version byte. (The client-side
-// API of package store does not offer multi-record transactions yet, so
-// this package keeps its own small transactional layer; see kv.go.)
+// commits: a store.ClientDB (package store holds the record types, their
+// versioned and checksummed encodings and the key layout). Every step of
+// the client is one store transaction — a Send (the outbox entry, its
+// history message, the session that encrypted it and the contact's next
+// counter), a sync page (everything listed under Guarantees, plus the
+// receive states and the prekey state a handshake consumed), a deposit
+// outcome, a gap report — so a crash never leaves half a step. The client
+// keeps its contacts, sessions, receive states and outbox in memory
+// (loaded by New) and rebuilds them from the database when a transaction
+// fails.
 package client

@@ -139,6 +139,17 @@ func (n *netState) connectBootstrap(ctx context.Context) {
 // returns their peer IDs.
 func (n *netState) addHints(hints [][]byte) []peer.ID {
 	var ids []peer.ID
+	for _, ai := range parseHints(hints) {
+		n.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
+		ids = append(ids, ai.ID)
+	}
+	return ids
+}
+
+// parseHints returns the relays of invite hints (binary multiaddrs with a
+// /p2p/ component), skipping what does not parse.
+func parseHints(hints [][]byte) []*peer.AddrInfo {
+	var out []*peer.AddrInfo
 	for _, h := range hints {
 		a, err := ma.NewMultiaddrBytes(h)
 		if err != nil {
@@ -148,10 +159,9 @@ func (n *netState) addHints(hints [][]byte) []peer.ID {
 		if err != nil {
 			continue
 		}
-		n.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
-		ids = append(ids, ai.ID)
+		out = append(out, ai)
 	}
-	return ids
+	return out
 }
 
 // replicaSet returns the R relays closest to the mailbox's DHT key, closest

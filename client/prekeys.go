@@ -84,11 +84,7 @@ func (c *Client) generatePrekeys(kind ratchet.PrekeyKind, n int) ([][]byte, erro
 			c.keys.ConsumeOneTimePrekey(kind, id)
 		}
 	}
-	blob, err := c.keys.MarshalBinary()
-	if err == nil {
-		err = c.db.update(func(tx kvTx) error { return tx.set(keyKeys, blob) })
-	}
-	if err != nil {
+	if err := c.db.Update(c.putIdentityLocked); err != nil {
 		c.reloadLocked()
 		return nil, err
 	}

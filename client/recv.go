@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairn-net/cairn/ratchet"
 	"github.com/cairn-net/cairn/rpc"
+	"github.com/cairn-net/cairn/store"
 	"github.com/cairn-net/cairn/wire"
 )
 
@@ -43,8 +44,8 @@ func (c *Client) Sync(ctx context.Context) error {
 	}
 	nowMs := c.nowMs()
 	for _, r := range c.queued {
-		if r.nextMs > nowMs {
-			r.nextMs = nowMs
+		if r.NextAttemptMs > nowMs {
+			r.NextAttemptMs = nowMs
 		}
 	}
 	c.mu.Unlock()
@@ -201,10 +202,10 @@ func (c *Client) notedHolesLocked(b *batch) bool {
 	for id := range b.recvs {
 		r := c.recv[id]
 		switch {
-		case len(r.above) == 0:
-			r.holeSinceMs = 0
-		case r.holeSinceMs == 0 || r.next != b.nexts[id]:
-			r.holeSinceMs = uint64(b.now.UnixMilli())
+		case len(r.Above) == 0:
+			r.HoleSinceMs = 0
+		case r.HoleSinceMs == 0 || r.Next != b.nexts[id]:
+			r.HoleSinceMs = uint64(b.now.UnixMilli())
 			newHole = true
 		}
 	}
@@ -219,16 +220,8 @@ func (c *Client) retryPending() {
 	if c.closed || c.pending == 0 {
 		return
 	}
-	b := &batch{
-		now:      c.now(),
-		seen:     map[wire.CID]bool{},
-		sessions: map[*sessionRec]bool{},
-		contacts: map[ContactID]bool{},
-		recvs:    map[ContactID]bool{},
-		nexts:    map[ContactID]uint64{},
-		msgs:     map[string]*msgRec{},
-	}
-	err := c.db.update(func(tx kvTx) error {
+	b := newBatch(c.now())
+	err := c.db.Update(func(tx *store.ClientTx) error {
 		if err := c.retryPendingLocked(tx, b); err != nil {
 			return err
 		}
@@ -300,12 +293,24 @@ type batch struct {
 	dropped  []*sessionRec
 	contacts map[ContactID]bool
 	recvs    map[ContactID]bool
-	nexts    map[ContactID]uint64 // next counter before the batch
-	msgs     map[string]*msgRec
-	done     []outKey // outbox entries finished by delivery receipts
+	nexts    map[ContactID]uint64      // next counter before the batch
+	msgs     map[msgKey]*store.Message // incoming messages to write
+	done     []outKey                  // outbox entries finished by delivery receipts
 	newSess  bool
 	keys     bool
 	evs      []Event
+}
+
+func newBatch(now time.Time) *batch {
+	return &batch{
+		now:      now,
+		seen:     map[wire.CID]bool{},
+		sessions: map[*sessionRec]bool{},
+		contacts: map[ContactID]bool{},
+		recvs:    map[ContactID]bool{},
+		nexts:    map[ContactID]uint64{},
+		msgs:     map[msgKey]*store.Message{},
+	}
 }
 
 // ingest stores a batch of verified entries in one transaction: for each
@@ -322,18 +327,10 @@ func (c *Client) ingest(entries []rpc.Entry, watermarks []wire.Position) ([]wire
 	if c.closed {
 		return nil, ErrClosed
 	}
-	b := &batch{
-		now:      c.now(),
-		seen:     map[wire.CID]bool{},
-		sessions: map[*sessionRec]bool{},
-		contacts: map[ContactID]bool{},
-		recvs:    map[ContactID]bool{},
-		nexts:    map[ContactID]uint64{},
-		msgs:     map[string]*msgRec{},
-	}
+	b := newBatch(c.now())
 	var acks []wire.CID
 	newHole := false
-	err := c.db.update(func(tx kvTx) error {
+	err := c.db.Update(func(tx *store.ClientTx) error {
 		for i := range entries {
 			e := &entries[i]
 			cid := e.CID()
@@ -342,13 +339,13 @@ func (c *Client) ingest(entries []rpc.Entry, watermarks []wire.Position) ([]wire
 			}
 			b.seen[cid] = true
 			acks = append(acks, cid)
-			if _, err := tx.get(keySeen(cid)); err == nil {
-				continue
-			} else if !errors.Is(err, errNotFound) {
+			if seen, err := tx.Seen(cid); err != nil {
 				return err
+			} else if seen {
+				continue
 			}
-			ttl := time.Unix(int64(e.Stamp.Expiry), 0).Sub(b.now) + seenMargin
-			if err := tx.setTTL(keySeen(cid), nil, max(ttl, seenMargin)); err != nil {
+			until := time.Unix(int64(e.Stamp.Expiry), 0).Add(seenMargin)
+			if err := tx.MarkSeen(cid, maxTime(until, b.now.Add(seenMargin))); err != nil {
 				return err
 			}
 			env, err := wire.ParseEnvelope(e.Envelope)
@@ -372,7 +369,7 @@ func (c *Client) ingest(entries []rpc.Entry, watermarks []wire.Position) ([]wire
 					c.log.Warn("cursor advance", "origin", w.Origin.String(), "err", err)
 				}
 			}
-			if err := tx.set(keyCursor, c.cursor.Marshal()); err != nil {
+			if err := tx.PutCursor(c.mailbox, &c.cursor); err != nil {
 				return err
 			}
 		}
@@ -403,55 +400,73 @@ func (c *Client) ingest(entries []rpc.Entry, watermarks []wire.Position) ([]wire
 func (c *Client) pendingAcksLocked() int {
 	n := 0
 	for _, r := range c.recv {
-		n += len(r.acks)
+		n += len(r.Acks)
 	}
 	return n
 }
 
 // flushBatchLocked writes what a batch touched.
-func (c *Client) flushBatchLocked(tx kvTx, b *batch) error {
+func (c *Client) flushBatchLocked(tx *store.ClientTx, b *batch) error {
 	for s := range b.sessions {
-		if _, ok := c.sessions[s.hid]; !ok {
+		if _, ok := c.sessions[s.HandshakeID]; !ok {
 			continue
 		}
-		sb, err := s.marshal()
+		sr, err := s.record()
 		if err != nil {
 			return err
 		}
-		if err := tx.set(keySession(s.hid), sb); err != nil {
+		if err := tx.PutSession(sr); err != nil {
 			return err
 		}
 	}
 	for _, s := range b.dropped {
-		if err := tx.del(keySession(s.hid)); err != nil {
+		if err := tx.DeleteSession(s.HandshakeID); err != nil {
 			return err
 		}
 	}
 	for id := range b.contacts {
-		if err := tx.set(keyContact(id), c.contacts[id].marshal()); err != nil {
+		if err := tx.PutContact(c.contacts[id]); err != nil {
 			return err
 		}
 	}
 	for id := range b.recvs {
-		if err := tx.set(keyRecv(id), c.recv[id].marshal()); err != nil {
+		if err := tx.PutRecvState(string(id), c.recv[id]); err != nil {
 			return err
 		}
 	}
-	for k, m := range b.msgs {
-		if err := tx.set([]byte(k), m.marshal()); err != nil {
-			return err
-		}
+	if err := putMessages(tx, b.msgs); err != nil {
+		return err
 	}
 	if b.keys {
-		kb, err := c.keys.MarshalBinary()
-		if err != nil {
-			return err
-		}
-		if err := tx.set(keyKeys, kb); err != nil {
+		if err := c.putIdentityLocked(tx); err != nil {
 			return err
 		}
 	}
-	return c.putSeq(tx)
+	return tx.PutLocalSeq(c.seq)
+}
+
+// msgKey names a message of the history.
+type msgKey struct {
+	contact ContactID
+	dir     store.Direction
+	counter uint64
+}
+
+// putMessages writes the messages of a batch.
+func putMessages(tx *store.ClientTx, msgs map[msgKey]*store.Message) error {
+	for k, m := range msgs {
+		if err := tx.PutMessage(string(k.contact), m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // openLocked decrypts a ciphertext: a handshake message goes to the
@@ -475,7 +490,7 @@ func (c *Client) openLocked(ct []byte) (s *sessionRec, pt []byte, fresh bool, er
 		if err != nil {
 			return nil, nil, false, err
 		}
-		return &sessionRec{hid: sess.HandshakeID(), sess: sess}, pt, true, nil
+		return &sessionRec{Session: store.Session{HandshakeID: sess.HandshakeID()}, sess: sess}, pt, true, nil
 	}
 	for _, s := range c.order {
 		pt, err := s.sess.Decrypt(c.cfg.Rand, ct)
@@ -489,7 +504,7 @@ func (c *Client) openLocked(ct []byte) (s *sessionRec, pt []byte, fresh bool, er
 
 // openEntryLocked decrypts one entry and applies its payload. An entry no
 // session opens is kept pending (unless it comes from the pending table).
-func (c *Client) openEntryLocked(tx kvTx, b *batch, cid wire.CID, envelope, ct []byte, fromPending bool) error {
+func (c *Client) openEntryLocked(tx *store.ClientTx, b *batch, cid wire.CID, envelope, ct []byte, fromPending bool) error {
 	s, pt, fresh, err := c.openLocked(ct)
 	if errors.Is(err, errNoSession) {
 		if fromPending {
@@ -525,23 +540,23 @@ func (c *Client) openEntryLocked(tx kvTx, b *batch, cid wire.CID, envelope, ct [
 		c.log.Info("rejected payload", "cid", cid.String(), "err", perr)
 		return nil
 	}
-	ct2 := c.contacts[s.contact]
+	ct2 := c.contacts[ContactID(s.Contact)]
 	if ct2 == nil {
 		return nil
 	}
-	if !s.retired && ct[0] == ratchet.TypeRatchet {
+	if !s.Retired && ct[0] == ratchet.TypeRatchet {
 		// The active session spoke: sessions retired by simultaneous
 		// initiation are no longer needed.
 		for _, o := range slices.Clone(c.order) {
-			if o.contact == s.contact && o.retired {
+			if o.Contact == s.Contact && o.Retired {
 				c.removeSessionLocked(o)
 				b.dropped = append(b.dropped, o)
 			}
 		}
 	}
-	if !p.ReplyTo.IsZero() && p.ReplyTo != ct2.mailbox && !s.retired {
-		ct2.mailbox = p.ReplyTo
-		b.contacts[ct2.id] = true
+	if !p.ReplyTo.IsZero() && p.ReplyTo != ct2.Mailbox && !s.Retired {
+		ct2.Mailbox = p.ReplyTo
+		b.contacts[contactOf(ct2)] = true
 	}
 	return c.applyPayloadLocked(tx, b, ct2, p, seq)
 }
@@ -560,21 +575,22 @@ func (c *Client) adoptSessionLocked(b *batch, s *sessionRec, p *wire.Payload) er
 		if p.ReplyTo.IsZero() {
 			return errors.New("unknown initiator without reply_to")
 		}
-		ct = &contactRec{id: id, identity: peerKey, mailbox: p.ReplyTo, next: 1, addedMs: uint64(b.now.UnixMilli())}
+		ct = &store.Contact{ID: string(id), IdentityEd25519: peerKey.Ed25519, IdentityX25519: peerKey.X25519, Mailbox: p.ReplyTo,
+			NextCounter: 1, AddedMs: uint64(b.now.UnixMilli())}
 		c.contacts[id] = ct
 		b.contacts[id] = true
-		b.evs = append(b.evs, ContactAdded{Contact: ct.public()})
+		b.evs = append(b.evs, ContactAdded{Contact: publicContact(ct)})
 	}
-	s.contact = id
+	s.Contact = string(id)
 	for _, o := range c.order {
-		if o.contact != id || o.retired {
+		if o.Contact != string(id) || o.Retired {
 			continue
 		}
 		_, retired := ratchet.Converge(o.sess, s.sess)
 		if retired == s.sess {
-			s.retired = true
+			s.Retired = true
 		} else {
-			o.retired = true
+			o.Retired = true
 			b.sessions[o] = true
 		}
 	}
@@ -584,82 +600,81 @@ func (c *Client) adoptSessionLocked(b *batch, s *sessionRec, p *wire.Payload) er
 
 // applyPayloadLocked records a decrypted payload: its counter, a TEXT
 // message in the history, a DELIVERY's confirmations.
-func (c *Client) applyPayloadLocked(tx kvTx, b *batch, ct *contactRec, p *wire.Payload, seq uint64) error {
-	r := c.recv[ct.id]
+func (c *Client) applyPayloadLocked(tx *store.ClientTx, b *batch, ct *store.Contact, p *wire.Payload, seq uint64) error {
+	id := contactOf(ct)
+	r := c.recv[id]
 	if r == nil {
-		r = newRecvRec()
-		c.recv[ct.id] = r
+		r = newRecvState()
+		c.recv[id] = r
 	}
-	if _, ok := b.nexts[ct.id]; !ok {
-		b.nexts[ct.id] = r.next
+	if _, ok := b.nexts[id]; !ok {
+		b.nexts[id] = r.Next
 	}
-	state := r.arrive(p.Counter)
+	state := arrive(r, p.Counter)
 	if state == counterReplay {
-		c.log.Info("dropped replayed payload", "contact", string(ct.id), "counter", p.Counter)
+		c.log.Info("dropped replayed payload", "contact", ct.ID, "counter", p.Counter)
 		return nil
 	}
-	b.recvs[ct.id] = true
+	b.recvs[id] = true
 	switch p.Kind {
 	case wire.PayloadText:
-		m := &msgRec{
-			dir:      Incoming,
-			counter:  p.Counter,
-			body:     bytes.Clone(p.Body),
-			sentAtMs: p.SentAtMs,
-			atMs:     uint64(b.now.UnixMilli()),
-			seq:      seq,
-			late:     state == counterLate,
-			released: state == counterLate,
+		m := &store.Message{
+			Direction: store.Incoming,
+			Counter:   p.Counter,
+			Body:      bytes.Clone(p.Body),
+			SentAtMs:  p.SentAtMs,
+			AtMs:      uint64(b.now.UnixMilli()),
+			Seq:       seq,
+			Late:      state == counterLate,
+			Released:  state == counterLate,
 		}
-		b.msgs[string(keyHistory(ct.id, Incoming, p.Counter))] = m
-		r.acks = append(r.acks, p.Counter)
-		if m.late {
-			b.evs = append(b.evs, MessageReceived{Message: m.public(ct.id)})
+		b.msgs[msgKey{id, store.Incoming, p.Counter}] = m
+		r.Acks = append(r.Acks, p.Counter)
+		if m.Late {
+			b.evs = append(b.evs, MessageReceived{Message: publicMessage(id, m)})
 		}
 	case wire.PayloadDelivery:
 		for _, k := range p.Acks {
-			if k == 0 || k >= ct.next {
+			if k == 0 || k >= ct.NextCounter {
 				continue // never sent
 			}
-			changed, err := setMsgStatus(tx, ct.id, k, StatusDelivered)
+			changed, err := setMsgStatus(tx, id, k, store.StatusDelivered)
 			if err != nil {
 				return err
 			}
-			if o := c.outbox[outKey{ct.id, k}]; o != nil && o.kind == wire.PayloadText {
-				if err := tx.del(keyOutbox(ct.id, k)); err != nil {
+			if o := c.outbox[outKey{id, k}]; o != nil && o.Kind == wire.PayloadText {
+				if err := tx.DeleteOutbox(ct.ID, k); err != nil {
 					return err
 				}
-				b.done = append(b.done, outKey{ct.id, k})
+				b.done = append(b.done, outKey{id, k})
 			}
 			if changed {
-				b.evs = append(b.evs, StatusChanged{ID: messageID(ct.id, Outgoing, k), Contact: ct.id, Status: StatusDelivered})
+				b.evs = append(b.evs, StatusChanged{ID: messageID(id, Outgoing, k), Contact: id, Status: StatusDelivered})
 			}
 		}
 	}
-	return c.releaseLocked(tx, b, ct.id, r.release())
+	return c.releaseLocked(tx, b, id, release(r))
 }
 
 // releaseLocked emits MessageReceived for counters that are now in order.
-func (c *Client) releaseLocked(tx kvTx, b *batch, id ContactID, counters []uint64) error {
+func (c *Client) releaseLocked(tx *store.ClientTx, b *batch, id ContactID, counters []uint64) error {
 	for _, k := range counters {
-		key := string(keyHistory(id, Incoming, k))
+		key := msgKey{id, store.Incoming, k}
 		m := b.msgs[key]
 		if m == nil {
-			v, err := tx.get([]byte(key))
-			if errors.Is(err, errNotFound) {
+			var err error
+			m, err = tx.Message(string(id), store.Incoming, k)
+			if errors.Is(err, store.ErrNotFound) {
 				continue // not a TEXT payload
 			}
 			if err != nil {
 				return err
 			}
-			if m, err = parseMsgRec(v); err != nil {
-				return err
-			}
 			b.msgs[key] = m
 		}
-		if !m.released {
-			m.released = true
-			b.evs = append(b.evs, MessageReceived{Message: m.public(id)})
+		if !m.Released {
+			m.Released = true
+			b.evs = append(b.evs, MessageReceived{Message: publicMessage(id, m)})
 		}
 	}
 	return nil
@@ -667,22 +682,26 @@ func (c *Client) releaseLocked(tx kvTx, b *batch, id ContactID, counters []uint6
 
 // keepPendingLocked stores an entry that fits no session yet, evicting the
 // oldest beyond Config.MaxPending.
-func (c *Client) keepPendingLocked(tx kvTx, cid wire.CID, envelope []byte) error {
+func (c *Client) keepPendingLocked(tx *store.ClientTx, cid wire.CID, envelope []byte) error {
 	seq := c.nextSeqLocked()
-	if err := tx.set(keyPending(seq), (&pendingRec{cid: cid, envelope: envelope}).marshal()); err != nil {
+	if err := tx.PutPending(seq, &store.PendingEntry{CID: cid, Envelope: envelope}); err != nil {
 		return err
 	}
 	c.pending++
 	for c.pending > c.cfg.MaxPending {
-		var first []byte
+		var first uint64
+		found := false
 		errStop := errors.New("stop")
-		if err := tx.scan(prefixPending, func(k, _ []byte) error { first = k; return errStop }); err != nil && !errors.Is(err, errStop) {
+		if err := tx.ForEachPending(func(seq uint64, _ *store.PendingEntry, _ error) error {
+			first, found = seq, true
+			return errStop
+		}); err != nil && !errors.Is(err, errStop) {
 			return err
 		}
-		if first == nil {
+		if !found {
 			break
 		}
-		if err := tx.del(first); err != nil {
+		if err := tx.DeletePending(first); err != nil {
 			return err
 		}
 		c.pending--
@@ -693,30 +712,28 @@ func (c *Client) keepPendingLocked(tx kvTx, cid wire.CID, envelope []byte) error
 
 // retryPendingLocked tries the pending entries again after a new session
 // appeared, until no more open.
-func (c *Client) retryPendingLocked(tx kvTx, b *batch) error {
+func (c *Client) retryPendingLocked(tx *store.ClientTx, b *batch) error {
 	for progress := true; progress; {
 		progress = false
 		type item struct {
-			key []byte
-			rec *pendingRec
+			seq uint64
+			rec *store.PendingEntry // nil: corrupt, dropped
 		}
 		var items []item
-		if err := tx.scan(prefixPending, func(k, v []byte) error {
-			r, err := parsePendingRec(v)
+		if err := tx.ForEachPending(func(seq uint64, r *store.PendingEntry, err error) error {
 			if err != nil {
-				items = append(items, item{k, nil})
-				return nil
+				c.log.Warn("corrupt pending entry dropped", "err", err)
 			}
-			items = append(items, item{k, r})
+			items = append(items, item{seq, r})
 			return nil
 		}); err != nil {
 			return err
 		}
 		for _, it := range items {
 			if it.rec != nil {
-				env, err := wire.ParseEnvelope(it.rec.envelope)
+				env, err := wire.ParseEnvelope(it.rec.Envelope)
 				if err == nil {
-					err = c.openEntryLocked(tx, b, it.rec.cid, it.rec.envelope, env.Ciphertext, true)
+					err = c.openEntryLocked(tx, b, it.rec.CID, it.rec.Envelope, env.Ciphertext, true)
 					if errors.Is(err, errNoSession) {
 						continue
 					}
@@ -728,7 +745,7 @@ func (c *Client) retryPendingLocked(tx kvTx, b *batch) error {
 					progress = true
 				}
 			}
-			if err := tx.del(it.key); err != nil {
+			if err := tx.DeletePending(it.seq); err != nil {
 				return err
 			}
 			c.pending--
@@ -743,10 +760,10 @@ func (c *Client) nextGapCheck() (time.Time, bool) {
 	defer c.mu.Unlock()
 	var at time.Time
 	for _, r := range c.recv {
-		if len(r.above) == 0 || r.holeSinceMs == 0 {
+		if len(r.Above) == 0 || r.HoleSinceMs == 0 {
 			continue
 		}
-		t := msTime(r.holeSinceMs).Add(c.cfg.GapGrace)
+		t := msTime(r.HoleSinceMs).Add(c.cfg.GapGrace)
 		if at.IsZero() || t.Before(at) {
 			at = t
 		}
@@ -764,42 +781,37 @@ func (c *Client) checkGaps(roundStart time.Time) {
 		return
 	}
 	now := c.now()
-	b := &batch{now: now, recvs: map[ContactID]bool{}, msgs: map[string]*msgRec{}}
-	err := c.db.update(func(tx kvTx) error {
+	b := newBatch(now)
+	err := c.db.Update(func(tx *store.ClientTx) error {
 		for id, r := range c.recv {
-			if len(r.above) == 0 || r.holeSinceMs == 0 {
+			if len(r.Above) == 0 || r.HoleSinceMs == 0 {
 				continue
 			}
-			since := msTime(r.holeSinceMs)
+			since := msTime(r.HoleSinceMs)
 			if now.Sub(since) < c.cfg.GapGrace || roundStart.Before(since) {
 				continue
 			}
-			for len(r.above) > 0 {
-				from, to := r.next, r.above[0]-1
+			for len(r.Above) > 0 {
+				from, to := r.Next, r.Above[0]-1
 				for k := max(from, to-min(to-from, maxMissing-1)); k <= to; k++ {
-					r.missing = append(r.missing, k)
+					r.Missing = append(r.Missing, k)
 				}
-				if len(r.missing) > maxMissing {
-					r.missing = r.missing[len(r.missing)-maxMissing:]
+				if len(r.Missing) > maxMissing {
+					r.Missing = r.Missing[len(r.Missing)-maxMissing:]
 				}
 				b.evs = append(b.evs, GapDetected{Contact: id, From: from, To: to})
-				r.next = r.above[0]
-				if err := c.releaseLocked(tx, b, id, r.release()); err != nil {
+				r.Next = r.Above[0]
+				if err := c.releaseLocked(tx, b, id, release(r)); err != nil {
 					return err
 				}
 			}
-			r.holeSinceMs = 0
+			r.HoleSinceMs = 0
 			b.recvs[id] = true
-			if err := tx.set(keyRecv(id), r.marshal()); err != nil {
+			if err := tx.PutRecvState(string(id), r); err != nil {
 				return err
 			}
 		}
-		for k, m := range b.msgs {
-			if err := tx.set([]byte(k), m.marshal()); err != nil {
-				return err
-			}
-		}
-		return nil
+		return putMessages(tx, b.msgs)
 	})
 	if err != nil {
 		c.log.Error("record gaps", "err", err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cairn-net/cairn/ratchet"
 	"github.com/cairn-net/cairn/rpc"
+	"github.com/cairn-net/cairn/store"
 	"github.com/cairn-net/cairn/wire"
 	"github.com/cairn-net/cairn/wire/pb"
 )
@@ -59,7 +60,7 @@ func (c *Client) Send(ctx context.Context, to ContactID, body []byte) (MessageID
 		return "", ErrUnknownContact
 	}
 	needSession := c.activeSessionLocked(to) == nil
-	bundle, hints, mailbox := ct.bundle, ct.hints, ct.mailbox
+	bundle, hints, mailbox := ct.Bundle, ct.Hints, ct.Mailbox
 	n := c.net
 	c.mu.Unlock()
 
@@ -74,15 +75,16 @@ func (c *Client) Send(ctx context.Context, to ContactID, body []byte) (MessageID
 		return "", ErrClosed
 	}
 	ct = c.contacts[to]
-	var rec *outboxRec
-	err := c.db.update(func(tx kvTx) error {
+	var rec *store.OutboxEntry
+	err := c.db.Update(func(tx *store.ClientTx) error {
 		var err error
 		rec, err = c.sealLocked(tx, ct, &wire.Payload{Kind: wire.PayloadText, Body: body}, dh, kem)
 		if err != nil {
 			return err
 		}
-		m := &msgRec{dir: Outgoing, counter: rec.counter, body: body, sentAtMs: c.nowMs(), atMs: c.nowMs(), seq: rec.seq, status: StatusQueued}
-		return tx.set(keyHistory(to, Outgoing, rec.counter), m.marshal())
+		m := &store.Message{Direction: store.Outgoing, Counter: rec.Counter, Body: body, SentAtMs: c.nowMs(), AtMs: c.nowMs(),
+			Seq: rec.Seq, Status: store.StatusQueued}
+		return tx.PutMessage(string(to), m)
 	})
 	if err != nil {
 		c.reloadLocked()
@@ -90,7 +92,7 @@ func (c *Client) Send(ctx context.Context, to ContactID, body []byte) (MessageID
 	}
 	c.putOutLocked(rec)
 	c.kick(c.kickSend)
-	return messageID(to, Outgoing, rec.counter), nil
+	return messageID(to, Outgoing, rec.Counter), nil
 }
 
 // activeSessionLocked returns the session to encrypt with for a contact:
@@ -98,8 +100,8 @@ func (c *Client) Send(ctx context.Context, to ContactID, body []byte) (MessageID
 func (c *Client) activeSessionLocked(id ContactID) *sessionRec {
 	var best *sessionRec
 	for _, s := range c.order {
-		if s.contact == id && !s.retired {
-			if best == nil || s.active > best.active {
+		if s.Contact == string(id) && !s.Retired {
+			if best == nil || s.Active > best.Active {
 				best = s
 			}
 		}
@@ -111,30 +113,30 @@ func (c *Client) activeSessionLocked(id ContactID) *sessionRec {
 // new one), and writes the session, the contact (its next counter) and the
 // outbox entry into tx. The caller commits, then adds the entry to
 // c.outbox, or reloads on failure.
-func (c *Client) sealLocked(tx kvTx, ct *contactRec, p *wire.Payload, dh, kem *ratchet.OneTimePrekey) (*outboxRec, error) {
-	s := c.activeSessionLocked(ct.id)
+func (c *Client) sealLocked(tx *store.ClientTx, ct *store.Contact, p *wire.Payload, dh, kem *ratchet.OneTimePrekey) (*store.OutboxEntry, error) {
+	s := c.activeSessionLocked(contactOf(ct))
 	if s == nil {
-		if ct.bundle == nil {
-			return nil, fmt.Errorf("no session with %s and no bundle to start one", ct.id)
+		if ct.Bundle == nil {
+			return nil, fmt.Errorf("no session with %s and no bundle to start one", ct.ID)
 		}
-		b, err := ratchet.ParseBundle(ct.bundle)
+		b, err := ratchet.ParseBundle(ct.Bundle)
 		if err != nil {
 			return nil, fmt.Errorf("bundle: %w", err)
 		}
 		sess, err := ratchet.Initiate(c.cfg.Rand, c.keys.Identity(), b, dh, kem)
 		if err != nil && (dh != nil || kem != nil) {
 			// A relay served a bad one-time prekey: use the bundle alone.
-			c.log.Warn("one-time prekey refused; using the last-resort prekey", "contact", string(ct.id), "err", err)
+			c.log.Warn("one-time prekey refused; using the last-resort prekey", "contact", ct.ID, "err", err)
 			sess, err = ratchet.Initiate(c.cfg.Rand, c.keys.Identity(), b, nil, nil)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("start session: %w", err)
 		}
-		s = &sessionRec{contact: ct.id, hid: sess.HandshakeID(), sess: sess}
+		s = &sessionRec{Session: store.Session{HandshakeID: sess.HandshakeID(), Contact: ct.ID}, sess: sess}
 		c.addSessionLocked(s)
 	}
 	now := c.now()
-	p.Counter = ct.next
+	p.Counter = ct.NextCounter
 	p.ReplyTo = c.mailbox
 	p.SentAtMs = uint64(now.UnixMilli())
 	pt, err := p.Marshal()
@@ -145,52 +147,52 @@ func (c *Client) sealLocked(tx kvTx, ct *contactRec, p *wire.Payload, dh, kem *r
 	if err != nil {
 		return nil, fmt.Errorf("encrypt: %w", err)
 	}
-	ct.next++
+	ct.NextCounter++
 	seq := c.nextSeqLocked()
 	c.touchSessionLocked(s, seq)
-	env := wire.Envelope{Mailbox: ct.mailbox, Expiry: uint64(now.Add(c.cfg.TTL).Unix()), Ciphertext: ctext}
+	env := wire.Envelope{Mailbox: ct.Mailbox, Expiry: uint64(now.Add(c.cfg.TTL).Unix()), Ciphertext: ctext}
 	eb, err := env.Marshal()
 	if err != nil {
 		return nil, err
 	}
-	rec := &outboxRec{
-		contact:  ct.id,
-		counter:  p.Counter,
-		kind:     p.Kind,
-		mailbox:  ct.mailbox,
-		envelope: eb,
-		cid:      wire.CIDOf(eb),
-		status:   StatusQueued,
-		nextMs:   uint64(now.UnixMilli()),
-		seq:      seq,
-		expiry:   env.Expiry,
+	rec := &store.OutboxEntry{
+		Contact:       ct.ID,
+		Counter:       p.Counter,
+		Kind:          p.Kind,
+		Mailbox:       ct.Mailbox,
+		Envelope:      eb,
+		CID:           wire.CIDOf(eb),
+		Status:        store.StatusQueued,
+		NextAttemptMs: uint64(now.UnixMilli()),
+		Seq:           seq,
+		Expiry:        env.Expiry,
 	}
-	sb, err := s.marshal()
+	sr, err := s.record()
 	if err != nil {
 		return nil, err
 	}
-	if err := tx.set(keySession(s.hid), sb); err != nil {
+	if err := tx.PutSession(sr); err != nil {
 		return nil, err
 	}
-	if err := tx.set(keyContact(ct.id), ct.marshal()); err != nil {
+	if err := tx.PutContact(ct); err != nil {
 		return nil, err
 	}
-	if err := tx.set(keyOutbox(ct.id, rec.counter), rec.marshal()); err != nil {
+	if err := tx.PutOutbox(rec); err != nil {
 		return nil, err
 	}
-	return rec, c.putSeq(tx)
+	return rec, tx.PutLocalSeq(c.seq)
 }
 
 // addSessionLocked registers a new session as the most recently active.
 func (c *Client) addSessionLocked(s *sessionRec) {
-	c.sessions[s.hid] = s
+	c.sessions[s.HandshakeID] = s
 	c.order = append([]*sessionRec{s}, c.order...)
 }
 
 // touchSessionLocked marks a session as just used: it moves to the front of
 // the trial-decryption order.
 func (c *Client) touchSessionLocked(s *sessionRec, seq uint64) {
-	s.active = seq
+	s.Active = seq
 	if len(c.order) > 0 && c.order[0] == s {
 		return
 	}
@@ -201,7 +203,7 @@ func (c *Client) touchSessionLocked(s *sessionRec, seq uint64) {
 }
 
 func (c *Client) removeSessionLocked(s *sessionRec) {
-	delete(c.sessions, s.hid)
+	delete(c.sessions, s.HandshakeID)
 	if i := slices.Index(c.order, s); i >= 0 {
 		c.order = slices.Delete(c.order, i, i+1)
 	}
@@ -277,33 +279,33 @@ func (c *Client) dispatch(ctx context.Context) time.Duration {
 	nowMs := uint64(now.UnixMilli())
 	nowS := uint64(now.Unix())
 	next := nowMs + uint64(time.Hour/time.Millisecond)
-	due := map[wire.Mailbox][]*outboxRec{}
-	checks := map[wire.Mailbox][]*outboxRec{}
-	var expired []*outboxRec
+	due := map[wire.Mailbox][]*store.OutboxEntry{}
+	checks := map[wire.Mailbox][]*store.OutboxEntry{}
+	var expired []*store.OutboxEntry
 	for k, r := range c.queued {
 		if c.inflight[k] {
 			continue
 		}
-		if r.expiry <= nowS {
+		if r.Expiry <= nowS {
 			expired = append(expired, r)
-		} else if r.nextMs <= nowMs {
-			if !c.sending[r.mailbox] {
-				due[r.mailbox] = append(due[r.mailbox], r)
+		} else if r.NextAttemptMs <= nowMs {
+			if !c.sending[r.Mailbox] {
+				due[r.Mailbox] = append(due[r.Mailbox], r)
 			}
 		} else {
-			next = min(next, r.nextMs)
+			next = min(next, r.NextAttemptMs)
 		}
 	}
 	if c.nextCheckMs <= nowMs {
 		// Scan the stored entries for fate checks due.
 		c.nextCheckMs = ^uint64(0)
 		for k, r := range c.outbox {
-			if r.status != StatusStored || c.inflight[k] {
+			if r.Status != store.StatusStored || c.inflight[k] {
 				continue
 			}
-			at := max(r.nextMs, r.expiry*1000)
+			at := max(r.NextAttemptMs, r.Expiry*1000)
 			if at <= nowMs {
-				checks[r.mailbox] = append(checks[r.mailbox], r)
+				checks[r.Mailbox] = append(checks[r.Mailbox], r)
 			} else {
 				c.nextCheckMs = min(c.nextCheckMs, at)
 			}
@@ -311,32 +313,32 @@ func (c *Client) dispatch(ctx context.Context) time.Duration {
 	}
 	next = min(next, c.nextCheckMs)
 	if len(expired) > 0 {
-		c.finalizeLocked(expired, StatusExpiredUndelivered)
+		c.finalizeLocked(expired, store.StatusExpiredUndelivered)
 	}
 	for mb, items := range due {
 		// Priority: first attempts before retries, user messages before
 		// delivery receipts, then oldest first.
-		slices.SortFunc(items, func(a, b *outboxRec) int {
-			if (a.attempts == 0) != (b.attempts == 0) {
-				if a.attempts == 0 {
+		slices.SortFunc(items, func(a, b *store.OutboxEntry) int {
+			if (a.Retries == 0) != (b.Retries == 0) {
+				if a.Retries == 0 {
 					return -1
 				}
 				return 1
 			}
-			if a.kind != b.kind {
-				return int(a.kind) - int(b.kind)
+			if a.Kind != b.Kind {
+				return int(a.Kind) - int(b.Kind)
 			}
-			return cmpU64(a.seq, b.seq)
+			return cmpU64(a.Seq, b.Seq)
 		})
 		if len(items) > wire.MaxDepositInflight {
 			items = items[:wire.MaxDepositInflight]
 			next = nowMs // more are due right away
 		}
 		for _, r := range items {
-			c.inflight[outKey{r.contact, r.counter}] = true
+			c.inflight[outKeyOf(r)] = true
 		}
 		c.sending[mb] = true
-		hints := c.hintIDsOf(items[0].contact)
+		hints := c.hintIDsOf(ContactID(items[0].Contact))
 		c.wg.Go(func() { c.attempt(ctx, mb, hints, items) })
 	}
 	for mb, items := range checks {
@@ -344,9 +346,9 @@ func (c *Client) dispatch(ctx context.Context) time.Duration {
 			items = items[:wire.MaxStatusCIDs]
 		}
 		for _, r := range items {
-			c.inflight[outKey{r.contact, r.counter}] = true
+			c.inflight[outKeyOf(r)] = true
 		}
-		hints := c.hintIDsOf(items[0].contact)
+		hints := c.hintIDsOf(ContactID(items[0].Contact))
 		c.wg.Go(func() { c.checkFate(ctx, mb, hints, items) })
 	}
 	deliveries := !c.deliveryAt.IsZero()
@@ -365,7 +367,7 @@ func (c *Client) dispatch(ctx context.Context) time.Duration {
 
 func (c *Client) hintIDsOf(id ContactID) []peer.ID {
 	if ct := c.contacts[id]; ct != nil {
-		return c.hintIDs(ct.hints)
+		return c.hintIDs(ct.Hints)
 	}
 	return nil
 }
@@ -374,14 +376,14 @@ func (c *Client) hintIDsOf(id ContactID) []peer.ID {
 type depositOutcome struct {
 	stored  bool
 	receipt []byte
-	final   Status // StatusFailed or StatusExpiredUndelivered: give up
+	final   store.Status // StatusFailed or StatusExpiredUndelivered: give up
 	retry   time.Duration
 }
 
 // attempt deposits a batch of entries to one mailbox: to the closest
 // reachable replica, pipelined on its deposit stream; what a replica does
 // not take is tried on the next.
-func (c *Client) attempt(ctx context.Context, mb wire.Mailbox, hints []peer.ID, items []*outboxRec) {
+func (c *Client) attempt(ctx context.Context, mb wire.Mailbox, hints []peer.ID, items []*store.OutboxEntry) {
 	n := c.net
 	out := make([]depositOutcome, len(items))
 	left := make([]int, len(items))
@@ -411,7 +413,7 @@ func (c *Client) attempt(ctx context.Context, mb wire.Mailbox, hints []peer.ID, 
 		calls := make([]*rpc.DepositCall, len(left))
 		var sendErr error
 		for j, i := range left {
-			calls[j], sendErr = ds.Send(ctx, items[i].envelope)
+			calls[j], sendErr = ds.Send(ctx, items[i].Envelope)
 			if sendErr != nil {
 				break
 			}
@@ -427,7 +429,7 @@ func (c *Client) attempt(ctx context.Context, mb wire.Mailbox, hints []peer.ID, 
 			res, err := calls[j].Wait(ctx)
 			if err == nil {
 				if res.Receipt != nil {
-					if res.Receipt.CID != items[i].cid || res.Receipt.Mailbox != mb {
+					if res.Receipt.CID != items[i].CID || res.Receipt.Mailbox != mb {
 						c.log.Warn("receipt for another envelope", "relay", relay.String())
 						still = append(still, i)
 						continue
@@ -455,11 +457,11 @@ func (c *Client) attempt(ctx context.Context, mb wire.Mailbox, hints []peer.ID, 
 					n.setDifficulty(relay, re.PostageDifficulty)
 				case pb.Status_STATUS_TOO_LARGE, pb.Status_STATUS_MALFORMED, pb.Status_STATUS_UNSUPPORTED_VERSION:
 					c.log.Warn("relay refused an envelope for good", "relay", relay.String(), "err", err)
-					out[i].final = StatusFailed
+					out[i].final = store.StatusFailed
 					continue
 				case pb.Status_STATUS_EXPIRY_INVALID:
-					if items[i].expiry <= uint64(c.now().Unix()) {
-						out[i].final = StatusExpiredUndelivered
+					if items[i].Expiry <= uint64(c.now().Unix()) {
+						out[i].final = store.StatusExpiredUndelivered
 						continue
 					}
 				case pb.Status_STATUS_RATE_LIMITED, pb.Status_STATUS_BUSY:
@@ -486,10 +488,10 @@ func (c *Client) attempt(ctx context.Context, mb wire.Mailbox, hints []peer.ID, 
 // solvePostage gives the entries postage of difficulty d where they lack
 // it. The envelope (and so its CID) changes; the new bytes are persisted
 // before they are deposited.
-func (c *Client) solvePostage(ctx context.Context, items []*outboxRec, idx []int, d int) {
+func (c *Client) solvePostage(ctx context.Context, items []*store.OutboxEntry, idx []int, d int) {
 	for _, i := range idx {
 		r := items[i]
-		env, err := wire.ParseEnvelope(r.envelope)
+		env, err := wire.ParseEnvelope(r.Envelope)
 		if err != nil || wire.PostageBits(env) >= d {
 			continue
 		}
@@ -503,11 +505,11 @@ func (c *Client) solvePostage(ctx context.Context, items []*outboxRec, idx []int
 			continue
 		}
 		c.mu.Lock()
-		cur := c.outbox[outKey{r.contact, r.counter}]
+		cur := c.outbox[outKeyOf(r)]
 		if cur == r && !c.closed {
 			upd := *r
-			upd.envelope, upd.cid = eb, wire.CIDOf(eb)
-			if err := c.db.update(func(tx kvTx) error { return tx.set(keyOutbox(r.contact, r.counter), upd.marshal()) }); err == nil {
+			upd.Envelope, upd.CID = eb, wire.CIDOf(eb)
+			if err := c.db.Update(func(tx *store.ClientTx) error { return tx.PutOutbox(&upd) }); err == nil {
 				*r = upd
 			}
 		}
@@ -516,13 +518,13 @@ func (c *Client) solvePostage(ctx context.Context, items []*outboxRec, idx []int
 }
 
 // finishAttempt records an attempt's outcomes in one transaction.
-func (c *Client) finishAttempt(mb wire.Mailbox, items []*outboxRec, out []depositOutcome) {
+func (c *Client) finishAttempt(mb wire.Mailbox, items []*store.OutboxEntry, out []depositOutcome) {
 	c.mu.Lock()
 	defer c.kick(c.kickSend)
 	defer c.mu.Unlock()
 	delete(c.sending, mb)
 	for _, r := range items {
-		delete(c.inflight, outKey{r.contact, r.counter})
+		delete(c.inflight, outKeyOf(r))
 	}
 	if c.closed {
 		return
@@ -531,13 +533,13 @@ func (c *Client) finishAttempt(mb wire.Mailbox, items []*outboxRec, out []deposi
 	var evs []Event
 	anyStored := false
 	type change struct {
-		r   *outboxRec
-		upd outboxRec
+		r   *store.OutboxEntry
+		upd store.OutboxEntry
 		del bool
 	}
 	var changes []change
 	for i, r := range items {
-		if c.outbox[outKey{r.contact, r.counter}] != r {
+		if c.outbox[outKeyOf(r)] != r {
 			continue // finished meanwhile (a delivery receipt came first)
 		}
 		upd := *r
@@ -545,35 +547,34 @@ func (c *Client) finishAttempt(mb wire.Mailbox, items []*outboxRec, out []deposi
 		switch {
 		case o.stored:
 			anyStored = true
-			upd.status = StatusStored
-			upd.receipt = o.receipt
-			upd.nextMs = upd.expiry * 1000
-			changes = append(changes, change{r, upd, r.kind != wire.PayloadText})
+			upd.Status = store.StatusStored
+			upd.Receipt = o.receipt
+			upd.NextAttemptMs = upd.Expiry * 1000
+			changes = append(changes, change{r, upd, r.Kind != wire.PayloadText})
 		case o.final != 0:
-			upd.status = o.final
+			upd.Status = o.final
 			changes = append(changes, change{r, upd, true})
 		default:
-			upd.attempts++
-			d := jitter(c.cfg.Rand, backoff(c.cfg.RetryMin, c.cfg.RetryMax, int(upd.attempts)))
-			upd.nextMs = uint64(now.Add(max(d, o.retry)).UnixMilli())
+			upd.Retries++
+			d := jitter(c.cfg.Rand, backoff(c.cfg.RetryMin, c.cfg.RetryMax, int(upd.Retries)))
+			upd.NextAttemptMs = uint64(now.Add(max(d, o.retry)).UnixMilli())
 			changes = append(changes, change{r, upd, false})
 		}
 	}
-	err := c.db.update(func(tx kvTx) error {
+	err := c.db.Update(func(tx *store.ClientTx) error {
 		for _, ch := range changes {
-			k := keyOutbox(ch.r.contact, ch.r.counter)
 			if ch.del {
-				if err := tx.del(k); err != nil {
+				if err := tx.DeleteOutbox(ch.r.Contact, ch.r.Counter); err != nil {
 					return err
 				}
-			} else if err := tx.set(k, ch.upd.marshal()); err != nil {
+			} else if err := tx.PutOutbox(&ch.upd); err != nil {
 				return err
 			}
-			if ch.r.kind == wire.PayloadText && ch.upd.status != ch.r.status {
-				if _, err := setMsgStatus(tx, ch.r.contact, ch.r.counter, ch.upd.status); err != nil {
+			if ch.r.Kind == wire.PayloadText && ch.upd.Status != ch.r.Status {
+				if _, err := setMsgStatus(tx, ContactID(ch.r.Contact), ch.r.Counter, ch.upd.Status); err != nil {
 					return err
 				}
-				evs = append(evs, StatusChanged{ID: messageID(ch.r.contact, Outgoing, ch.r.counter), Contact: ch.r.contact, Status: ch.upd.status})
+				evs = append(evs, statusChanged(ch.r, ch.upd.Status))
 			}
 		}
 		return nil
@@ -584,7 +585,7 @@ func (c *Client) finishAttempt(mb wire.Mailbox, items []*outboxRec, out []deposi
 		return
 	}
 	for _, ch := range changes {
-		k := outKey{ch.r.contact, ch.r.counter}
+		k := outKeyOf(ch.r)
 		if ch.del {
 			c.delOutLocked(k)
 		} else {
@@ -596,8 +597,8 @@ func (c *Client) finishAttempt(mb wire.Mailbox, items []*outboxRec, out []deposi
 		// The mailbox is reachable again: retry its backlog now.
 		nowMs := uint64(now.UnixMilli())
 		for k, r := range c.queued {
-			if r.mailbox == mb && !c.inflight[k] && r.nextMs > nowMs {
-				r.nextMs = nowMs
+			if r.Mailbox == mb && !c.inflight[k] && r.NextAttemptMs > nowMs {
+				r.NextAttemptMs = nowMs
 			}
 		}
 	}
@@ -606,40 +607,41 @@ func (c *Client) finishAttempt(mb wire.Mailbox, items []*outboxRec, out []deposi
 
 // setMsgStatus updates the status of an outgoing message in the history
 // and reports whether it changed. Delivered is final.
-func setMsgStatus(tx kvTx, contact ContactID, counter uint64, st Status) (bool, error) {
-	k := keyHistory(contact, Outgoing, counter)
-	b, err := tx.get(k)
-	if errors.Is(err, errNotFound) {
+func setMsgStatus(tx *store.ClientTx, contact ContactID, counter uint64, st store.Status) (bool, error) {
+	m, err := tx.Message(string(contact), store.Outgoing, counter)
+	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	m, err := parseMsgRec(b)
-	if err != nil {
-		return false, err
-	}
-	if m.status == st || m.status == StatusDelivered {
+	if m.Status == st || m.Status == store.StatusDelivered {
 		return false, nil
 	}
-	m.status = st
-	return true, tx.set(k, m.marshal())
+	m.Status = st
+	return true, tx.PutMessage(string(contact), m)
+}
+
+// statusChanged is the event of an outbox entry's message taking status st.
+func statusChanged(r *store.OutboxEntry, st store.Status) Event {
+	id := ContactID(r.Contact)
+	return StatusChanged{ID: messageID(id, Outgoing, r.Counter), Contact: id, Status: Status(st)}
 }
 
 // finalizeLocked gives entries a final status and removes them from the
 // outbox.
-func (c *Client) finalizeLocked(items []*outboxRec, st Status) {
+func (c *Client) finalizeLocked(items []*store.OutboxEntry, st store.Status) {
 	var evs []Event
-	err := c.db.update(func(tx kvTx) error {
+	err := c.db.Update(func(tx *store.ClientTx) error {
 		for _, r := range items {
-			if err := tx.del(keyOutbox(r.contact, r.counter)); err != nil {
+			if err := tx.DeleteOutbox(r.Contact, r.Counter); err != nil {
 				return err
 			}
-			if r.kind == wire.PayloadText {
-				if _, err := setMsgStatus(tx, r.contact, r.counter, st); err != nil {
+			if r.Kind == wire.PayloadText {
+				if _, err := setMsgStatus(tx, ContactID(r.Contact), r.Counter, st); err != nil {
 					return err
 				}
-				evs = append(evs, StatusChanged{ID: messageID(r.contact, Outgoing, r.counter), Contact: r.contact, Status: st})
+				evs = append(evs, statusChanged(r, st))
 			}
 		}
 		return nil
@@ -650,7 +652,7 @@ func (c *Client) finalizeLocked(items []*outboxRec, st Status) {
 		return
 	}
 	for _, r := range items {
-		c.delOutLocked(outKey{r.contact, r.counter})
+		c.delOutLocked(outKeyOf(r))
 	}
 	c.emit(evs...)
 }
@@ -659,11 +661,11 @@ func (c *Client) finalizeLocked(items []*outboxRec, st Status) {
 // passed without a delivery receipt (SPEC.md §10.7). Expired (or forgotten)
 // everywhere that answered: expired-undelivered. Acked by the recipient:
 // it got the message; the status stays stored until its delivery receipt.
-func (c *Client) checkFate(ctx context.Context, mb wire.Mailbox, hints []peer.ID, items []*outboxRec) {
+func (c *Client) checkFate(ctx context.Context, mb wire.Mailbox, hints []peer.ID, items []*store.OutboxEntry) {
 	n := c.net
 	cids := make([]wire.CID, len(items))
 	for i, r := range items {
-		cids[i] = r.cid
+		cids[i] = r.CID
 	}
 	answered := 0
 	acked := make([]bool, len(items))
@@ -688,33 +690,33 @@ func (c *Client) checkFate(ctx context.Context, mb wire.Mailbox, hints []peer.ID
 	defer c.kick(c.kickSend)
 	defer c.mu.Unlock()
 	for _, r := range items {
-		delete(c.inflight, outKey{r.contact, r.counter})
+		delete(c.inflight, outKeyOf(r))
 	}
 	if c.closed {
 		return
 	}
 	now := c.now()
-	var gone []*outboxRec
+	var gone []*store.OutboxEntry
 	for i, r := range items {
-		if c.outbox[outKey{r.contact, r.counter}] != r {
+		if c.outbox[outKeyOf(r)] != r {
 			continue
 		}
 		switch {
 		case acked[i]:
-			r.nextMs = ^uint64(0) // wait for the delivery receipt
+			r.NextAttemptMs = ^uint64(0) // wait for the delivery receipt
 		case answered > 0 && !live[i]:
 			gone = append(gone, r)
-		case now.After(time.Unix(int64(r.expiry), 0).Add(maxStatusRecheck)):
+		case now.After(time.Unix(int64(r.Expiry), 0).Add(maxStatusRecheck)):
 			gone = append(gone, r)
 		default:
-			r.nextMs = uint64(now.Add(jitter(c.cfg.Rand, c.cfg.RetryMax)).UnixMilli())
+			r.NextAttemptMs = uint64(now.Add(jitter(c.cfg.Rand, c.cfg.RetryMax)).UnixMilli())
 		}
 		if c.nextCheckMs != 0 {
-			c.nextCheckMs = min(c.nextCheckMs, r.nextMs)
+			c.nextCheckMs = min(c.nextCheckMs, r.NextAttemptMs)
 		}
 	}
 	if len(gone) > 0 {
-		c.finalizeLocked(gone, StatusExpiredUndelivered)
+		c.finalizeLocked(gone, store.StatusExpiredUndelivered)
 	}
 }
 
@@ -727,27 +729,27 @@ func (c *Client) flushDeliveries() {
 	if c.closed {
 		return
 	}
-	var recs []*outboxRec
-	err := c.db.update(func(tx kvTx) error {
+	var recs []*store.OutboxEntry
+	err := c.db.Update(func(tx *store.ClientTx) error {
 		for id, r := range c.recv {
-			if len(r.acks) == 0 {
+			if len(r.Acks) == 0 {
 				continue
 			}
 			ct := c.contacts[id]
 			if ct == nil || c.activeSessionLocked(id) == nil {
 				continue
 			}
-			for len(r.acks) > 0 {
-				k := min(len(r.acks), wire.MaxPayloadAcks)
-				rec, err := c.sealLocked(tx, ct, &wire.Payload{Kind: wire.PayloadDelivery, Acks: r.acks[:k]}, nil, nil)
+			for len(r.Acks) > 0 {
+				k := min(len(r.Acks), wire.MaxPayloadAcks)
+				rec, err := c.sealLocked(tx, ct, &wire.Payload{Kind: wire.PayloadDelivery, Acks: r.Acks[:k]}, nil, nil)
 				if err != nil {
 					return err
 				}
 				recs = append(recs, rec)
-				r.acks = r.acks[k:]
+				r.Acks = r.Acks[k:]
 			}
-			r.acks = nil
-			if err := tx.set(keyRecv(id), r.marshal()); err != nil {
+			r.Acks = nil
+			if err := tx.PutRecvState(string(id), r); err != nil {
 				return err
 			}
 		}

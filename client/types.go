@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cairn-net/cairn/ratchet"
+	"github.com/cairn-net/cairn/store"
 	"github.com/cairn-net/cairn/wire"
 )
 
@@ -79,11 +80,11 @@ type Status uint8
 // the relays where reachable). StatusFailed is a permanent refusal by the
 // relays (an envelope they will never accept).
 const (
-	StatusQueued Status = iota + 1
-	StatusStored
-	StatusDelivered
-	StatusExpiredUndelivered
-	StatusFailed
+	StatusQueued             = Status(store.StatusQueued)
+	StatusStored             = Status(store.StatusStored)
+	StatusDelivered          = Status(store.StatusDelivered)
+	StatusExpiredUndelivered = Status(store.StatusExpiredUndelivered)
+	StatusFailed             = Status(store.StatusFailed)
 )
 
 func (s Status) String() string {
@@ -107,8 +108,8 @@ type Direction uint8
 
 // Directions.
 const (
-	Incoming Direction = 1
-	Outgoing Direction = 2
+	Incoming = Direction(store.Incoming)
+	Outgoing = Direction(store.Outgoing)
 )
 
 // Message is one message of a conversation.

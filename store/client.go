@@ -64,7 +64,8 @@ type ClientDB struct {
 // ErrClosed).
 var (
 	// ErrEncryptionKey is returned by OpenClientDB for a key that is not
-	// the one the database was created with (or a missing one).
+	// the one the database was created with (or a missing one). The error
+	// also wraps badger.ErrEncryptionKeyMismatch.
 	ErrEncryptionKey = errors.New("store: wrong encryption key")
 	// ErrConflict is returned by ClientDB.Update when a concurrent Update
 	// committed a change to a key this one read; nothing was written.
@@ -110,7 +111,7 @@ func OpenClientDB(opts ClientOptions) (*ClientDB, error) {
 		kr, err := badger.OpenKeyRegistry(badger.KeyRegistryOptions{Dir: opts.Dir, ReadOnly: true,
 			EncryptionKey: opts.EncryptionKey, EncryptionKeyRotationDuration: bo.EncryptionKeyRotationDuration})
 		if errors.Is(err, badger.ErrEncryptionKeyMismatch) {
-			return nil, fmt.Errorf("store: open client db: %w", ErrEncryptionKey)
+			return nil, fmt.Errorf("store: open client db: %w (%w)", ErrEncryptionKey, err)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("store: open client db: key registry: %w", err)
@@ -121,7 +122,7 @@ func OpenClientDB(opts ClientOptions) (*ClientDB, error) {
 	}
 	db, err := badger.Open(bo)
 	if errors.Is(err, badger.ErrEncryptionKeyMismatch) {
-		return nil, fmt.Errorf("store: open client db: %w", ErrEncryptionKey)
+		return nil, fmt.Errorf("store: open client db: %w (%w)", ErrEncryptionKey, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open client db: %w", err)

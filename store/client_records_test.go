@@ -109,7 +109,7 @@ func clientSeedCorpus() map[string][][]any {
 	return map[string][][]any{"FuzzDecodeClientRecord": seeds}
 }
 
-func TestClientRecordsRoundTrip(t *testing.T) {
+func TestStoreClientRecordsRoundTrip(t *testing.T) {
 	for _, c := range clientCodecs() {
 		got, err := c.decode(c.encode(c.sample))
 		if err != nil || !reflect.DeepEqual(got, c.sample) {
@@ -120,7 +120,7 @@ func TestClientRecordsRoundTrip(t *testing.T) {
 
 // Every truncation, every extra byte, every flipped bit, an unknown version
 // and another kind's header are refused with a *CorruptError, never a panic.
-func TestClientRecordsRejectDamage(t *testing.T) {
+func TestStoreClientRecordsRejectDamage(t *testing.T) {
 	for _, c := range clientCodecs() {
 		b := c.encode(c.sample)
 		refused := func(what string, in []byte) {
@@ -192,11 +192,11 @@ func TestClientRecordsRejectDamage(t *testing.T) {
 	}
 }
 
-// TestClientRecordsGolden pins the stored encodings (a change breaks every
+// TestStoreClientRecordsGolden pins the stored encodings (a change breaks every
 // existing database, so it needs a new record version): the samples'
 // encodings are in testdata/client-records.golden (rewritten with
 // -update-seeds).
-func TestClientRecordsGolden(t *testing.T) {
+func TestStoreClientRecordsGolden(t *testing.T) {
 	var sb strings.Builder
 	for _, c := range clientCodecs() {
 		fmt.Fprintf(&sb, "%s %x\n", c.name, c.encode(c.sample))
@@ -248,7 +248,7 @@ func openTestClientDB(t *testing.T, dir string) *ClientDB {
 // A corrupt value in the database is reported for that record only: the
 // getter and the walk that meet it return a *CorruptError, the other records
 // read fine, and a corrupt pending entry is handed to the caller to drop.
-func TestClientCorruptRecords(t *testing.T) {
+func TestStoreClientCorruptRecords(t *testing.T) {
 	db := openTestClientDB(t, "")
 	err := db.Update(func(tx *ClientTx) error {
 		for _, id := range []string{"a", "b"} {
@@ -269,26 +269,11 @@ func TestClientCorruptRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Flip a byte of contact a, message a/1 and pending entry 2.
-	err = db.db.Update(func(txn *badger.Txn) error {
-		for _, k := range [][]byte{contactKey("a"), messageKey("a", Incoming, 1), pendingKey(2)} {
-			item, err := txn.Get(k)
-			if err != nil {
-				return err
-			}
-			v, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			v[len(v)-1] ^= 0x40
-			if err := txn.Set(k, v); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	// Flip a byte of contact a, message a/1 and pending entry 2 (rewrite
+	// works on a Log's badger database).
+	raw := &Log{db: db.db}
+	for _, k := range [][]byte{contactKey("a"), messageKey("a", Incoming, 1), pendingKey(2)} {
+		rewrite(t, raw, k, func(v []byte) { v[len(v)-1] ^= 0x40 })
 	}
 	err = db.View(func(tx *ClientTx) error {
 		if _, err := tx.Contact("a"); !errors.Is(err, ErrCorrupt) {
@@ -323,7 +308,7 @@ func TestClientCorruptRecords(t *testing.T) {
 
 // MarkSeen converts its time, on the database's clock, to badger's TTL on
 // the wall clock.
-func TestClientSeenTTL(t *testing.T) {
+func TestStoreClientSeenTTL(t *testing.T) {
 	clock := time.Now().Add(-50 * 24 * time.Hour)
 	db, err := OpenClientDB(ClientOptions{Now: func() time.Time { return clock }})
 	if err != nil {
@@ -353,7 +338,7 @@ func TestClientSeenTTL(t *testing.T) {
 // A database that holds keys but no client schema version (a mailbox log,
 // or a client database of the format before versioning) is refused, and so
 // is one of another version.
-func TestClientSchemaRefused(t *testing.T) {
+func TestStoreClientSchemaRefused(t *testing.T) {
 	dir := t.TempDir()
 	bdb, err := badger.Open(badgerOptions(dir, nil).WithLogger(nil))
 	if err != nil {

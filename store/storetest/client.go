@@ -568,14 +568,14 @@ func testClientSeenExpiry(t *testing.T, o ClientOpener) {
 
 func testClientPending(t *testing.T, o ClientOpener) {
 	e := newClientEnv(t, o)
-	mk := func(i uint64) *store.PendingEntry {
+	mk := func() *store.PendingEntry {
 		env := Envelope(t, Mailbox(t), 0, 50)
 		return &store.PendingEntry{CID: wire.CIDOf(env), Envelope: env}
 	}
 	want := map[uint64]*store.PendingEntry{}
 	e.update(func(tx *store.ClientTx) error {
 		for _, s := range []uint64{300, 2, 1, 256} {
-			want[s] = mk(s)
+			want[s] = mk()
 			if err := tx.PutPending(s, want[s]); err != nil {
 				return err
 			}
