@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairn-net/cairn/client"
+	"github.com/cairn-net/cairn/testnet"
 )
 
 // demoRelays is the cluster size of the demo. It equals the replication
@@ -98,7 +99,7 @@ type demo struct {
 	o     demoOptions
 	start time.Time
 	res   demoResult
-	c     *procCluster
+	c     *testnet.ProcCluster
 	log   *slog.Logger
 	dir   string
 
@@ -158,10 +159,7 @@ func (a *app) runDemo(ctx context.Context, o demoOptions) error {
 }
 
 func (d *demo) run(ctx context.Context) error {
-	bin, err := os.Executable()
-	if err != nil {
-		return err
-	}
+	var err error
 	d.dir = d.o.dir
 	if d.dir == "" {
 		if d.dir, err = os.MkdirTemp("", "cairn-demo-"); err != nil {
@@ -173,14 +171,11 @@ func (d *demo) run(ctx context.Context) error {
 
 	// 1. relays
 	t0 := time.Now()
-	prog := newProgress(d.a.stderr, "relays ready", demoRelays)
-	n := 0
-	d.c, err = startCluster(ctx, bin, filepath.Join(d.dir, "relays"), demoRelays, func(*relayProc) { n++; prog.set(n) })
-	prog.done()
+	d.c, err = startCluster(ctx, filepath.Join(d.dir, "relays"), demoRelays, nil)
 	if err != nil {
 		return err
 	}
-	d.step(t0, "%d relays up as processes on 127.0.0.1 (bootstrap %s)", demoRelays, d.c.relays[0].address())
+	d.step(t0, "%d relays up as processes on 127.0.0.1, one DHT (bootstrap %s)", demoRelays, d.c.Relays[0].Addr)
 
 	// 2. users
 	t0 = time.Now()
@@ -258,10 +253,12 @@ func (d *demo) run(ctx context.Context) error {
 
 	// 5. crash
 	t0 = time.Now()
-	v := d.c.relays[victim]
+	v := d.c.Relays[victim]
 	had := after[victim]
-	v.kill()
-	d.step(t0, "%s killed with SIGKILL while holding %d of bob's messages", v.name, held)
+	if err := v.Kill(); err != nil {
+		return err
+	}
+	d.step(t0, "%s killed with SIGKILL while holding %d of bob's messages", v, held)
 
 	// 6. more while it is down
 	before = d.entries(ctx)
@@ -275,25 +272,21 @@ func (d *demo) run(ctx context.Context) error {
 
 	// 7. restart
 	t0 = time.Now()
-	id := v.peerID()
 	rctx, cancel := context.WithTimeout(ctx, d.o.stepTimeout)
-	err = v.restart(rctx)
+	err = v.Restart(rctx) // it checks that the peer ID is the same
 	cancel()
 	if err != nil {
 		return err
 	}
 	kept := d.entries(ctx)[victim]
 	same := "same peer ID"
-	if v.peerID() != id {
-		same = "a NEW peer ID"
-	}
 	// With replication, anti-entropy may already have added what the
 	// relay missed while it was down; fewer than before is worth saying.
 	note := "nothing lost in the crash"
 	if kept < had {
 		note = fmt.Sprintf("FEWER than the %d it held before the crash", had)
 	}
-	d.step(t0, "%s restarted on its data directory: %s, holds %d entries (%d before the crash: %s)", v.name, same, kept, had, note)
+	d.step(t0, "%s restarted on its data directory: %s, holds %d entries (%d before the crash: %s)", v, same, kept, had, note)
 
 	// 8. bob is back
 	t0 = time.Now()
@@ -301,7 +294,7 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	want := len(d.toBob)
-	prog = newProgress(d.a.stderr, "bob catching up", want)
+	prog := newProgress(d.a.stderr, "bob catching up", want)
 	err = d.waitIncoming(ctx, d.bob, d.aliceAt, want, prog)
 	prog.done()
 	if err != nil {
@@ -352,7 +345,7 @@ func (d *demo) newUser(name string) (*client.Client, error) {
 	c, err := client.New(client.Config{
 		DataDir:       dir,
 		EncryptionKey: key,
-		Bootstrap:     d.c.allAddrs(),
+		Bootstrap:     allAddrs(d.c),
 		Name:          name,
 		Logger:        d.log.With("user", name),
 		RetryMin:      100 * time.Millisecond,
@@ -471,9 +464,9 @@ func (d *demo) waitDelivered(ctx context.Context, c *client.Client, ids []client
 
 // entries returns each relay's live entries (-1 for a relay down).
 func (d *demo) entries(ctx context.Context) []int {
-	out := make([]int, len(d.c.relays))
-	for i, p := range d.c.relays {
-		s, err := p.stats(ctx)
+	out := make([]int, len(d.c.Relays))
+	for i, p := range d.c.Relays {
+		s, err := relayStatsOf(ctx, p)
 		if err != nil {
 			out[i] = -1
 			continue
@@ -485,15 +478,15 @@ func (d *demo) entries(ctx context.Context) []int {
 
 func (d *demo) deltas(before, after []int) string {
 	s := ""
-	for i, p := range d.c.relays {
+	for i, p := range d.c.Relays {
 		if i > 0 {
 			s += ", "
 		}
 		if after[i] < 0 {
-			s += p.name + " down"
+			s += p.String() + " down"
 			continue
 		}
-		s += fmt.Sprintf("%s +%d", p.name, after[i]-max(before[i], 0))
+		s += fmt.Sprintf("%s +%d", p, after[i]-max(before[i], 0))
 	}
 	return s
 }
@@ -567,7 +560,7 @@ func (d *demo) teardown() error {
 	}
 	if d.c != nil {
 		t0 := time.Now()
-		if err := d.c.close(); err != nil {
+		if err := stopCluster(d.c); err != nil {
 			errs = append(errs, fmt.Errorf("stopping the relays: %w", err))
 		} else {
 			d.step(t0, "relays stopped (SIGTERM: drained and closed)")

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/cairn-net/cairn/testnet"
 )
 
 func (a *app) testnetCmd() *cobra.Command {
@@ -41,8 +43,8 @@ func (a *app) testnetUpCmd() *cobra.Command {
 		Short: "Start a local cluster of relay processes and stay in the foreground",
 		Long: `Start N relays as processes of this binary ('cairn relay') on 127.0.0.1, each in
 its own data directory (D/relay-NN), bootstrapped into one DHT, each with a
-metrics endpoint on a port the OS picks. When all are ready it prints, on
-stdout:
+metrics endpoint on a port the OS picks. When all are ready and DHT lookups
+find the true replica sets, it prints, on stdout:
 
   relay <name> <peer ID> <multiaddr with /p2p/> <metrics URL>   (one per relay)
   bootstrap <multiaddr with /p2p/>
@@ -75,45 +77,45 @@ Relays' logs are in D/relay-NN/relay.log.`,
 }
 
 func (a *app) runTestnetUp(ctx context.Context, n int, dir string) error {
-	bin, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	if dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
 	}
 	start := time.Now()
-	prog := newProgress(a.stderr, "relays ready", n)
-	ready := 0
-	c, err := startCluster(ctx, bin, dir, n, func(*relayProc) { ready++; prog.set(ready) })
-	prog.done()
-	if err != nil {
-		return interrupted(ctx, fmt.Errorf("testnet up: %w", err))
+	if isTerminal(a.stderr) {
+		fmt.Fprintf(a.stderr, "starting %d relays…\n", n)
 	}
 	var mu sync.Mutex
 	var events []string
-	c.onExit = func(p *relayProc, err error) {
+	c, err := startCluster(ctx, dir, n, func(p *testnet.Proc, err error) {
 		mu.Lock()
-		events = append(events, fmt.Sprintf("%s %s exited on its own: %v", time.Now().Format("15:04:05"), p.name, err))
+		events = append(events, fmt.Sprintf("%s %s exited on its own: %v", time.Now().Format("15:04:05"), p, err))
 		mu.Unlock()
+	})
+	if err != nil {
+		return interrupted(ctx, fmt.Errorf("testnet up: %w", err))
 	}
-	defer c.close()
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = stopCluster(c)
+		}
+	}()
 	var sum strings.Builder
-	for _, p := range c.relays {
-		fmt.Fprintf(&sum, "relay %s %s %s %s\n", p.name, p.peerID(), p.address(), p.metricsURL())
+	for _, p := range c.Relays {
+		fmt.Fprintf(&sum, "relay %s %s %s %s\n", p, p.ID, p.Addr, p.MetricsURL())
 	}
-	fmt.Fprintf(&sum, "bootstrap %s\n", c.relays[0].address())
+	fmt.Fprintf(&sum, "bootstrap %s\n", c.Relays[0].Addr)
 	fmt.Fprintln(&sum, "ready")
 	// The same lines in D/testnet.txt, for scripts and other terminals.
-	info := filepath.Join(c.dir, "testnet.txt")
+	info := filepath.Join(c.Dir(), "testnet.txt")
 	if err := writeFileAtomic(info, []byte(sum.String()), 0o600); err != nil {
 		return fmt.Errorf("testnet up: %w", err)
 	}
 	defer os.Remove(info)
 	fmt.Fprint(a.stdout, sum.String())
-	fmt.Fprintf(a.stderr, "%d relays up in %v in %s; Ctrl-C to stop\n", n, time.Since(start).Round(10*time.Millisecond), c.dir)
+	fmt.Fprintf(a.stderr, "%d relays up in %v in %s; Ctrl-C to stop\n", n, time.Since(start).Round(10*time.Millisecond), c.Dir())
 
 	live := isTerminal(a.stdout)
 	view := &statusView{w: a.stdout}
@@ -134,7 +136,9 @@ func (a *app) runTestnetUp(ctx context.Context, n int, dir string) error {
 		select {
 		case <-ctx.Done():
 			fmt.Fprintln(a.stderr, "stopping the relays (SIGTERM, drain)")
-			if err := c.close(); err != nil {
+			os.Remove(info)
+			stopped = true
+			if err := stopCluster(c); err != nil {
 				return fmt.Errorf("testnet up: %w", err)
 			}
 			fmt.Fprintln(a.stdout, "stopped")
@@ -151,27 +155,27 @@ type statusView struct {
 	events []string
 }
 
-func (v *statusView) draw(ctx context.Context, c *procCluster, evs []string) {
+func (v *statusView) draw(ctx context.Context, c *testnet.ProcCluster, evs []string) {
 	v.events = append(v.events, evs...)
 	if len(v.events) > 5 {
 		v.events = v.events[len(v.events)-5:]
 	}
 	tb := newTable(nil)
 	tb.row("RELAY", "PID", "STATE", "ENTRIES", "BYTES", "DEPOSITS", "SUBSCRIBERS", "PEER")
-	for _, p := range c.relays {
+	for _, p := range c.Relays {
 		state, pid := "down", "-"
 		var st relayStats
-		if p.running() {
-			state, pid = "up", fmt.Sprint(p.pid())
+		if p.Running() {
+			state, pid = "up", fmt.Sprint(p.Pid())
 			sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 			var err error
-			st, err = p.stats(sctx)
+			st, err = relayStatsOf(sctx, p)
 			cancel()
 			if err != nil {
 				state = "up?"
 			}
 		}
-		tb.row(p.name, pid, state, fmt.Sprintf("%.0f", st.Entries), humanBytes(st.Bytes), fmt.Sprintf("%.0f", st.Deposits), fmt.Sprintf("%.0f", st.Subscribers), p.peerID().String())
+		tb.row(p.String(), pid, state, fmt.Sprintf("%.0f", st.Entries), humanBytes(st.Bytes), fmt.Sprintf("%.0f", st.Deposits), fmt.Sprintf("%.0f", st.Subscribers), p.ID.String())
 	}
 	var b strings.Builder
 	if v.lines > 0 {
