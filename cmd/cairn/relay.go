@@ -53,7 +53,8 @@ Logs go to stderr (--log-level, --log-format).
 Every limit can be set in a config file (--config); 'cairn relay config-example'
 prints one with every key, its default and what it does. Flags override the
 file. With --metrics-addr the relay serves Prometheus metrics on /metrics and a
-health check on /healthz (200 when serving, 503 otherwise).`,
+health check on /healthz (200 when serving; 503 otherwise, and while a relay that
+restarted with mailboxes is still catching up with the other replicas).`,
 		Example: `  # A relay on the default ports (TCP and QUIC 4001), with metrics.
   cairn relay --data-dir /var/lib/cairn --metrics-addr 127.0.0.1:9100
 
