@@ -77,8 +77,18 @@ type app struct {
 }
 
 // run executes the command line and returns the process exit code.
-func run(args []string) int {
+func run(args []string) (code int) {
 	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	defer func() {
+		// A bug is one line too, unless its stack is asked for.
+		if r := recover(); r != nil {
+			if os.Getenv("CAIRN_TRACEBACK") != "" {
+				panic(r)
+			}
+			fmt.Fprintf(a.stderr, "cairn: internal error: %s (a bug: please report it; CAIRN_TRACEBACK=1 shows where)\n", oneLine(fmt.Sprint(r)))
+			code = exitFailure
+		}
+	}()
 	root := a.rootCmd()
 	root.SetArgs(args)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -87,7 +97,7 @@ func run(args []string) int {
 	if err == nil {
 		return exitOK
 	}
-	code := exitFailure
+	code = exitFailure
 	var ee *exitError
 	switch {
 	case errors.As(err, &ee):
