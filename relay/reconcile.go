@@ -208,20 +208,26 @@ func (x *exchange) watermark(m *pb.ReconcileMessage) {
 	}
 }
 
-// receive handles one frame of the peer and returns the frames of this
-// side's answer (none if it owes none). Errors are protocol violations
-// (the stream is reset) or store failures.
-func (x *exchange) receive(ctx context.Context, m *pb.ReconcileMessage) ([]*pb.ReconcileMessage, error) {
+// emitter writes one frame of this side's turn; flush ends the turn.
+type emitter interface {
+	emit(m *pb.ReconcileMessage) error
+	flush() error
+}
+
+// receive handles one frame of the peer and writes this side's answer
+// through out, if it owes one. Errors are protocol violations (the stream
+// is reset), store failures or write failures.
+func (x *exchange) receive(ctx context.Context, m *pb.ReconcileMessage, out emitter) error {
 	if string(m.Mailbox) != string(x.s.mb[:]) || m.Set != x.pset {
-		return nil, fmt.Errorf("%w: frame for another exchange", errReconcileProtocol)
+		return fmt.Errorf("%w: frame for another exchange", errReconcileProtocol)
 	}
 	if m.Status != pb.Status_STATUS_OK {
 		x.ended = true
 		x.refused = wire.StatusError(m.Status)
-		return nil, nil
+		return nil
 	}
 	if err := x.storeItems(ctx, m); err != nil {
-		return nil, err
+		return err
 	}
 	for _, w := range m.Watermarks {
 		if peer.ID(w.GetOrigin()) == x.s.peer && x.set == store.SetEntries {
@@ -233,27 +239,28 @@ func (x *exchange) receive(ctx context.Context, m *pb.ReconcileMessage) ([]*pb.R
 		// A prelude: items only, more frames of this turn follow.
 		x.preludes++
 		if x.preludes > maxPreludes || len(m.Entries)+len(m.Tombstones) == 0 || len(m.Ranges) > 0 {
-			return nil, fmt.Errorf("%w: empty or excessive prelude", errReconcileProtocol)
+			return fmt.Errorf("%w: empty or excessive prelude", errReconcileProtocol)
 		}
-		return nil, nil
+		return nil
 	}
 	x.preludes = 0
 	x.rounds++
 	if x.rounds > x.s.n.cfg.MaxReconcileRounds {
-		return nil, fmt.Errorf("%w: more than %d rounds", errReconcileProtocol, x.s.n.cfg.MaxReconcileRounds)
+		return fmt.Errorf("%w: more than %d rounds", errReconcileProtocol, x.s.n.cfg.MaxReconcileRounds)
 	}
 	if m.Done {
 		if work {
-			return nil, fmt.Errorf("%w: done with work left", errReconcileProtocol)
+			return fmt.Errorf("%w: done with work left", errReconcileProtocol)
 		}
 		x.ended = true
-		return nil, nil
+		return nil
 	}
-	return x.answer(m)
+	return x.answer(m, out)
 }
 
-// answer builds the frames that answer a turn frame with work.
-func (x *exchange) answer(m *pb.ReconcileMessage) ([]*pb.ReconcileMessage, error) {
+// answer writes the frames that answer a turn frame with work: preludes
+// with the items as they are read, then the turn frame.
+func (x *exchange) answer(m *pb.ReconcileMessage, out emitter) error {
 	final := x.frame()
 	x.watermark(final)
 	var res reconcile.Result
@@ -261,13 +268,13 @@ func (x *exchange) answer(m *pb.ReconcileMessage) ([]*pb.ReconcileMessage, error
 		var err error
 		if res, err = reconcile.Respond(x.src, x.cfg, m.Ranges); err != nil {
 			if errors.Is(err, wire.ErrMalformed) {
-				return nil, fmt.Errorf("%w: %v", errReconcileProtocol, err)
+				return fmt.Errorf("%w: %v", errReconcileProtocol, err)
 			}
-			return nil, err
+			return err
 		}
 	}
 	if len(m.Want) > reconcile.DefaultConfig().MaxIDs {
-		return nil, fmt.Errorf("%w: want of %d", errReconcileProtocol, len(m.Want))
+		return fmt.Errorf("%w: want of %d", errReconcileProtocol, len(m.Want))
 	}
 	final.Ranges = res.Ranges
 	for _, d := range res.Need {
@@ -277,37 +284,48 @@ func (x *exchange) answer(m *pb.ReconcileMessage) ([]*pb.ReconcileMessage, error
 	send := res.Have
 	for _, w := range m.Want {
 		if len(w) != 32 {
-			return nil, fmt.Errorf("%w: want of %d bytes", errReconcileProtocol, len(w))
+			return fmt.Errorf("%w: want of %d bytes", errReconcileProtocol, len(w))
 		}
 		send = append(send, [32]byte(w))
 	}
-	frames, err := x.itemFrames(send)
+	// Items go out in preludes as they are read; what is left when the
+	// items end rides in the turn frame if it fits.
+	last, err := x.sendItems(send, out)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	// The last item frame becomes the turn frame if there is room.
-	if k := len(frames); k > 0 && proto.Size(frames[k-1])+proto.Size(final) < rpc.MaxEntryFrame-1024 {
-		last := frames[k-1]
-		final.Entries, final.Tombstones = last.Entries, last.Tombstones
-		frames = frames[:k-1]
+	if last != nil {
+		if proto.Size(last)+proto.Size(final) < rpc.MaxEntryFrame-1024 {
+			final.Entries, final.Tombstones = last.Entries, last.Tombstones
+		} else if err := out.emit(last); err != nil {
+			return err
+		}
 	}
 	final.Done = !hasWork(final)
 	if final.Done {
 		x.ended = true
 	}
 	x.rounds++
-	return append(frames, final), nil
+	if err := out.emit(final); err != nil {
+		return err
+	}
+	return out.flush()
 }
 
-// itemFrames reads the items to send and packs them into prelude frames.
-func (x *exchange) itemFrames(ds [][32]byte) ([]*pb.ReconcileMessage, error) {
-	var frames []*pb.ReconcileMessage
+// sendItems reads the items to send and writes them in prelude frames of
+// at most reconcileItemBudget bytes; it returns the last, unwritten frame
+// (nil if there is none).
+func (x *exchange) sendItems(ds [][32]byte, out emitter) (*pb.ReconcileMessage, error) {
 	cur, size := x.frame(), 0
-	flush := func() {
-		if len(cur.Entries)+len(cur.Tombstones) > 0 {
-			frames = append(frames, cur)
-			cur, size = x.frame(), 0
+	flush := func() error {
+		if len(cur.Entries)+len(cur.Tombstones) == 0 {
+			return nil
 		}
+		if err := out.emit(cur); err != nil {
+			return err
+		}
+		cur, size = x.frame(), 0
+		return nil
 	}
 	st := x.s.n.store
 	for _, d := range ds {
@@ -315,13 +333,10 @@ func (x *exchange) itemFrames(ds [][32]byte) ([]*pb.ReconcileMessage, error) {
 		switch x.set {
 		case store.SetEntries:
 			e, err := st.Get(x.s.mb, c)
-			if errors.Is(err, store.ErrNotFound) {
-				continue // acked or expired meanwhile
+			if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrCorrupt) {
+				continue // acked or expired meanwhile, or unreadable here
 			}
 			if err != nil {
-				if errors.Is(err, store.ErrCorrupt) {
-					continue
-				}
 				return nil, err
 			}
 			stamp, err := e.Stamp.Marshal()
@@ -330,28 +345,34 @@ func (x *exchange) itemFrames(ds [][32]byte) ([]*pb.ReconcileMessage, error) {
 			}
 			n := len(e.Envelope) + len(stamp) + 16
 			if size+n > reconcileItemBudget {
-				flush()
+				if err := flush(); err != nil {
+					return nil, err
+				}
 			}
 			cur.Entries = append(cur.Entries, &pb.Entry{Envelope: e.Envelope, Stamp: stamp})
 			size += n
 		case store.SetTombstones:
 			t, err := st.Tombstone(x.s.mb, c)
+			if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrCorrupt) {
+				continue
+			}
 			if err != nil {
-				if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrCorrupt) {
-					continue
-				}
 				return nil, err
 			}
 			if size+160 > reconcileItemBudget {
-				flush()
+				if err := flush(); err != nil {
+					return nil, err
+				}
 			}
 			cur.Tombstones = append(cur.Tombstones, tombstoneToPB(t))
 			size += 160
 		}
 		x.s.sent++
 	}
-	flush()
-	return frames, nil
+	if len(cur.Entries)+len(cur.Tombstones) == 0 {
+		return nil, nil
+	}
+	return cur, nil
 }
 
 // storeItems verifies and stores the items of a frame.
@@ -533,18 +554,16 @@ func (n *Node) serveReconcile(in *inbound) {
 				continue
 			}
 		}
-		frames, err := x.receive(ctx, &m)
-		if err != nil {
-			if errors.Is(err, errReconcileProtocol) {
+		if err := x.receive(ctx, &m, framedEmitter{f: f, timeout: n.cfg.WriteTimeout}); err != nil {
+			switch {
+			case errors.Is(err, errReconcileProtocol):
 				reset(err)
-			} else {
-				in.log.Error("reconcile failed", "err", err)
+			case errors.Is(err, store.ErrClosed), n.draining():
+				_ = in.s.Reset()
+			default:
+				in.log.Debug("reconcile failed", "err", err)
 				_ = in.s.Reset()
 			}
-			return
-		}
-		if err := n.writeFrames(f, frames); err != nil {
-			_ = in.s.Reset()
 			return
 		}
 		if x.ended {
@@ -553,15 +572,24 @@ func (n *Node) serveReconcile(in *inbound) {
 	}
 }
 
-func (n *Node) writeFrames(f *rpc.Framed, frames []*pb.ReconcileMessage) error {
-	for _, fr := range frames {
-		f.SetWriteTimeout(n.cfg.WriteTimeout)
-		if err := f.Buffer(fr); err != nil {
-			return err
-		}
-	}
-	return f.Flush(n.cfg.WriteTimeout)
+// framedEmitter writes the responder's frames, each within timeout.
+type framedEmitter struct {
+	f       *rpc.Framed
+	timeout time.Duration
 }
+
+func (e framedEmitter) emit(m *pb.ReconcileMessage) error {
+	e.f.SetWriteTimeout(e.timeout)
+	return e.f.Buffer(m)
+}
+
+func (e framedEmitter) flush() error { return e.f.Flush(e.timeout) }
+
+// streamEmitter writes the initiator's frames.
+type streamEmitter struct{ rs *rpc.ReconcileStream }
+
+func (e streamEmitter) emit(m *pb.ReconcileMessage) error { return e.rs.Buffer(m) }
+func (e streamEmitter) flush() error                      { return e.rs.Flush() }
 
 // exchangeEnded does the bookkeeping of an exchange that ended.
 func (n *Node) exchangeEnded(ctx context.Context, x *exchange, initiator bool) {
@@ -645,19 +673,8 @@ func (n *Node) runExchange(ctx context.Context, rs *rpc.ReconcileStream, x *exch
 			// (a refusal of the stream, a shutdown) ends the stream.
 			return rs.Refusal(m)
 		}
-		frames, err := x.receive(ctx, m)
-		if err != nil {
+		if err := x.receive(ctx, m, streamEmitter{rs}); err != nil {
 			return err
-		}
-		for _, fr := range frames {
-			if err := rs.Buffer(fr); err != nil {
-				return err
-			}
-		}
-		if len(frames) > 0 {
-			if err := rs.Flush(); err != nil {
-				return err
-			}
 		}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,6 +89,7 @@ func benchReplicatedDeposit(b *testing.B, nodes []*Node, quorum int) {
 	}
 	ct := make([]byte, 1024-wire.EnvelopeOverhead)
 	var count uint64
+	cpu0 := processCPU()
 	start := time.Now()
 	for b.Loop() {
 		count++
@@ -99,6 +101,7 @@ func benchReplicatedDeposit(b *testing.B, nodes []*Node, quorum int) {
 	close(work)
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := processCPU() - cpu0
 	if f := failed.Load(); f > 0 {
 		b.Fatalf("%d deposits failed", f)
 	}
@@ -106,6 +109,18 @@ func benchReplicatedDeposit(b *testing.B, nodes []*Node, quorum int) {
 		b.Fatalf("%d deposits answered with fewer than %d replicas", s, quorum)
 	}
 	b.ReportMetric(float64(count)/elapsed.Seconds(), "envelopes/s")
+	// CPU time of the whole process (three relays and six clients) per
+	// envelope: what the machine's load does not change.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(count), "cpu-µs/envelope")
+	var dropped, sessions, lookups float64
+	for _, n := range nodes {
+		dropped += metricSum(n, "cairn_relay_replicate_dropped_total")
+		sessions += metricSum(n, "cairn_relay_reconcile_sessions_total")
+		lookups += metricSum(n, "cairn_relay_replica_lookups_total")
+	}
+	b.ReportMetric(dropped, "forwards-dropped")
+	b.ReportMetric(sessions, "reconciles")
+	b.ReportMetric(lookups, "lookups")
 	var commits, ops uint64
 	for _, n := range nodes {
 		st := n.Store().Stats()
@@ -115,6 +130,30 @@ func benchReplicatedDeposit(b *testing.B, nodes []*Node, quorum int) {
 	if commits > 0 {
 		b.ReportMetric(float64(ops)/float64(commits), "ops/fsync")
 	}
+}
+
+// metricSum sums a counter family of a node's registry (0 if it has no
+// sample yet).
+func metricSum(n *Node, name string) float64 {
+	mfs, _ := n.Registry().Gather()
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// processCPU returns the user and system CPU time of this process.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkLocateReplicaSet measures how long a relay takes to find a

@@ -900,3 +900,27 @@ func TestReplicationReconcileBandwidth(t *testing.T) {
 	}
 	t.Logf("equal: %d bytes; 10 differing: %d bytes, %d frames", equal, diff, r.frames)
 }
+
+// TestReplicationJoinLargeMailbox: a relay that joins a relay holding a
+// mailbox larger than a frame (7 MiB) receives all of it by anti-entropy,
+// in several frames.
+func TestReplicationJoinLargeMailbox(t *testing.T) {
+	a := startNode(t, replConfig)
+	_, mb := mailboxKey(t)
+	deps := make([]store.Deposit, 120)
+	want := make(map[wire.CID]bool)
+	for i := range deps {
+		deps[i] = store.Deposit{Envelope: envelope(t, mb, 60<<10, 0, uint64(i))}
+		want[wire.CIDOf(deps[i].Envelope)] = true
+	}
+	for _, r := range a.Store().AppendMany(ctxT(t), deps) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	b := startNode(t, func(c *Config) {
+		replConfig(c)
+		c.BootstrapPeers = []peer.AddrInfo{a.AddrInfo()}
+	})
+	waitFor(t, "the joiner holds the mailbox", func() bool { return holdsAll(t, b, mb, want) })
+}

@@ -75,8 +75,11 @@ func (r *ReconcileStream) Send(m *pb.ReconcileMessage) error {
 	return nil
 }
 
-// Buffer queues one message without flushing; Send or Flush writes it.
+// Buffer queues one message without flushing; Send or Flush writes it. A
+// message larger than the buffer goes out at once, within the client's
+// timeout.
 func (r *ReconcileStream) Buffer(m *pb.ReconcileMessage) error {
+	r.f.SetWriteTimeout(r.c.timeout())
 	if err := r.f.Buffer(m); err != nil {
 		return fmt.Errorf("reconcile: write: %w", err)
 	}
