@@ -150,16 +150,17 @@ type session struct {
 
 // exchange is one side of one (mailbox, set) exchange.
 type exchange struct {
-	s        *session
-	set      store.Set
-	pset     pb.ReconcileSet
-	src      *storeSource
-	cfg      reconcile.Config
-	rounds   int
-	preludes int
-	sentAny  bool
-	ended    bool
-	refused  error
+	s         *session
+	initiator bool
+	set       store.Set
+	pset      pb.ReconcileSet
+	src       *storeSource
+	cfg       reconcile.Config
+	rounds    int
+	preludes  int
+	sentAny   bool
+	ended     bool
+	refused   error
 }
 
 func (s *session) exchange(set pb.ReconcileSet) *exchange {
@@ -175,6 +176,7 @@ func (s *session) exchange(set pb.ReconcileSet) *exchange {
 
 // initiate returns the initiator's first frame.
 func (x *exchange) initiate() (*pb.ReconcileMessage, error) {
+	x.initiator = true
 	m := x.frame()
 	x.watermark(m)
 	ranges, err := reconcile.Initiate(x.src, x.cfg)
@@ -222,6 +224,12 @@ func (x *exchange) receive(ctx context.Context, m *pb.ReconcileMessage, out emit
 		return fmt.Errorf("%w: frame for another exchange", errReconcileProtocol)
 	}
 	if m.Status != pb.Status_STATUS_OK {
+		// Only the responder refuses, only an exchange's first frame, and
+		// only with NOT_REPLICA (runExchange ends the stream on other
+		// statuses before they get here).
+		if !x.initiator || x.rounds != 1 || m.Status != pb.Status_STATUS_NOT_REPLICA {
+			return fmt.Errorf("%w: status %v", errReconcileProtocol, m.Status)
+		}
 		x.ended = true
 		x.refused = wire.StatusError(m.Status)
 		return nil
@@ -394,6 +402,12 @@ func (x *exchange) storeItems(ctx context.Context, m *pb.ReconcileMessage) error
 		}
 		if stamp.Mailbox != s.mb {
 			return fmt.Errorf("%w: entry of another mailbox", errReconcileProtocol)
+		}
+		var env wire.Envelope
+		if err := env.Unmarshal(e.GetEnvelope()); err != nil {
+			s.failed = true
+			n.m.reconciled.WithLabelValues("refused_" + statusName(statusOf(err))).Inc()
+			continue
 		}
 		if err := n.verifier.VerifyFor(stamp, e.GetEnvelope()); err != nil {
 			s.failed = true

@@ -289,10 +289,11 @@ func (n *Node) importReplicated(from peer.ID, batch []replicateReq) []*pb.Replic
 
 // checkReplicated runs the checks of one replicated entry.
 func (n *Node) checkReplicated(trust *peerTrust, e *pb.Entry) (store.Import, pb.Status) {
-	mb, err := wire.EnvelopeMailbox(e.GetEnvelope())
-	if err != nil {
+	var env wire.Envelope
+	if err := env.Unmarshal(e.GetEnvelope()); err != nil {
 		return store.Import{}, statusOf(err)
 	}
+	mb := env.Mailbox
 	stamp, err := wire.ParseSignedReceipt(e.GetStamp())
 	if err != nil {
 		return store.Import{}, statusOf(err)
