@@ -348,7 +348,7 @@ func TestReplicationSyncSwitchesReplica(t *testing.T) {
 func TestReplicationQuorum(t *testing.T) {
 	nodes := startCluster(t, 3, func(_ int, c *Config) {
 		c.ReceiptQuorum = 3
-		c.QuorumTimeout = time.Second
+		c.QuorumTimeout = 3 * time.Second // ample for two loopback hops and an fsync
 	})
 	_, mb := mailboxKey(t)
 	s := newSender(t, nodes...)
@@ -923,4 +923,42 @@ func TestReplicationJoinLargeMailbox(t *testing.T) {
 		c.BootstrapPeers = []peer.AddrInfo{a.AddrInfo()}
 	})
 	waitFor(t, "the joiner holds the mailbox", func() bool { return holdsAll(t, b, mb, want) })
+}
+
+// TestReplicationSlowReplicaDoesNotStallDeposits: a replica that takes
+// replicate streams but never answers (or reads) does not slow deposits at
+// the origin: its forwarding queue fills and drops, the other replica gets
+// everything, and once the slow one answers again anti-entropy brings it
+// up to date.
+func TestReplicationSlowReplicaDoesNotStallDeposits(t *testing.T) {
+	nodes := startCluster(t, 3, func(i int, c *Config) {
+		if i == 0 {
+			c.ReplicateQueue = 64
+		}
+	})
+	origin, fast, slow := nodes[0], nodes[1], nodes[2]
+	stalled := make(chan network.Stream, 64)
+	slow.Host().SetStreamHandler(wire.ProtocolReplicate, func(s network.Stream) { stalled <- s })
+	t.Cleanup(func() {
+		close(stalled)
+		for s := range stalled {
+			s.Reset()
+		}
+	})
+	_, mb := mailboxKey(t)
+	const count = 6000
+	envs := fill(t, newClient(t, origin), origin, mb, count, 100, 0)
+	want := make(map[wire.CID]bool, count)
+	for _, env := range envs {
+		want[wire.CIDOf(env)] = true
+	}
+	if dropped := counterValue(t, origin, "cairn_relay_replicate_dropped_total"); dropped == 0 {
+		t.Fatal("the slow replica's queue never overflowed: the test did not stall it")
+	}
+	waitFor(t, "the other replica holds everything", func() bool { return holdsAll(t, fast, mb, want) })
+	// The slow replica answers again.
+	slow.Host().SetStreamHandler(wire.ProtocolReplicate, func(s network.Stream) {
+		slow.serve(s, protocolSpec{wire.ProtocolReplicate, "replicate", nil, slow.serveReplicate})
+	})
+	waitFor(t, "anti-entropy heals the slow replica", func() bool { return holdsAll(t, slow, mb, want) })
 }
