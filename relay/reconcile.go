@@ -337,7 +337,7 @@ func (x *exchange) sendItems(ds [][32]byte, out emitter) (*pb.ReconcileMessage, 
 	}
 	st := x.s.n.store
 	for _, d := range ds {
-		c := cidOfDigest(d)
+		c := wire.CIDFromDigest(d)
 		switch x.set {
 		case store.SetEntries:
 			e, err := st.Get(x.s.mb, c)
@@ -477,7 +477,7 @@ func (s *session) finish(ctx context.Context) {
 		return
 	}
 	for d, set := range s.wanted {
-		c := cidOfDigest(d)
+		c := wire.CIDFromDigest(d)
 		f, err := s.n.store.Fate(s.mb, c)
 		if err != nil || f == store.FateUnknown || (set == store.SetTombstones && f == store.FateStored) {
 			return
@@ -486,13 +486,6 @@ func (s *session) finish(ctx context.Context) {
 	if err := s.n.store.AdoptKnownThrough(ctx, s.mb, s.peer, s.peerKT); err != nil {
 		s.n.log.Warn("adopt known_through", "mailbox", s.mb.String(), "err", err)
 	}
-}
-
-func cidOfDigest(d [32]byte) wire.CID {
-	var c wire.CID
-	copy(c[:4], []byte{0x01, 0x55, 0x12, 0x20})
-	copy(c[4:], d[:])
-	return c
 }
 
 func replyReconcile(st pb.Status, detail string, _ uint32) proto.Message {
