@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -65,6 +66,14 @@ type Client struct {
 	// pending).
 	deliveryAt time.Time
 
+	// outWake is closed (and replaced) whenever the outbox changes: Flush
+	// waits on it.
+	outWake chan struct{}
+
+	// peerKey is the libp2p key of this run (made by New, used by Start).
+	peerKey crypto.PrivKey
+	peerID  peer.ID
+
 	startMu  sync.Mutex
 	started  bool
 	net      *netState
@@ -106,10 +115,16 @@ func New(cfg Config) (*Client, error) {
 		events:    make(chan Event, cfg.EventBuffer),
 		kickSend:  make(chan struct{}, 1),
 		kickSync:  make(chan struct{}, 1),
+		outWake:   make(chan struct{}),
 	}
 	c.mu.Lock()
 	err = c.loadLocked(true)
 	c.mu.Unlock()
+	if err == nil {
+		// After the identity, so a deterministic Rand gives the same
+		// identity as before.
+		c.peerKey, c.peerID, err = newPeerKey(cfg.Rand)
+	}
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("client: load: %w", err)
@@ -158,6 +173,7 @@ func (c *Client) loadLocked(create bool) error {
 	c.recv = map[ContactID]*store.RecvState{}
 	c.outbox = map[outKey]*store.OutboxEntry{}
 	c.queued = map[outKey]*store.OutboxEntry{}
+	c.outChangedLocked()
 	c.nextCheckMs = 0
 	if c.inflight == nil {
 		c.inflight = map[outKey]bool{}
@@ -210,6 +226,7 @@ func (c *Client) loadLocked(create bool) error {
 
 // putOutLocked adds or updates an outbox entry in the in-memory indexes.
 func (c *Client) putOutLocked(r *store.OutboxEntry) {
+	c.outChangedLocked()
 	k := outKeyOf(r)
 	c.outbox[k] = r
 	if r.Status == store.StatusQueued {
@@ -224,6 +241,7 @@ func (c *Client) putOutLocked(r *store.OutboxEntry) {
 
 // delOutLocked removes an outbox entry from the in-memory indexes.
 func (c *Client) delOutLocked(k outKey) {
+	c.outChangedLocked()
 	delete(c.outbox, k)
 	delete(c.queued, k)
 }
@@ -575,12 +593,21 @@ func (c *Client) emit(evs ...Event) {
 	}
 }
 
-// Start goes online: it starts a libp2p host (dialing out only) with the
-// DHT in client mode, connects to the bootstrap relays, and runs the
-// sender (outbox), the receiver (live subscription and sync) and prekey
-// replenishment in the background until Close. Start does not wait for
-// any relay (a client starts offline as well as online); ctx is not
-// retained.
+// PeerID returns the libp2p peer ID this client uses on the network: the
+// ID relays see its connections come from. It is fresh for every Client
+// (New makes the key; Start uses it), so relays cannot link a user's runs;
+// it is known before Start, so a test network or an operator's tooling
+// can recognise the client's connections from the first one.
+func (c *Client) PeerID() peer.ID { return c.peerID }
+
+// Start goes online: it starts a libp2p host (dialing out only, with the
+// key of PeerID) with the DHT in client mode, dials the bootstrap relays,
+// and runs the sender (outbox), the receiver (live subscription and sync)
+// and prekey replenishment in the background until Close. Start does not
+// wait for any relay (a client starts offline as well as online): call
+// WaitReady for that. Work that needs a replica set (a deposit, a sync)
+// waits by itself until the client is online, at most Config.Timeout,
+// before it falls back to the bootstrap relays. ctx is not retained.
 func (c *Client) Start(ctx context.Context) error {
 	c.startMu.Lock()
 	defer c.startMu.Unlock()
@@ -593,7 +620,7 @@ func (c *Client) Start(ctx context.Context) error {
 	if c.started {
 		return nil
 	}
-	n, err := newNet(&c.cfg, c.log, c.bootstrap, c.bw)
+	n, err := newNet(&c.cfg, c.log, c.bootstrap, c.peerKey, c.bw)
 	if err != nil {
 		return err
 	}
@@ -605,11 +632,8 @@ func (c *Client) Start(ctx context.Context) error {
 	c.mu.Unlock()
 	c.runCtx, c.cancel = context.WithCancel(dialCtx(context.Background()))
 	c.started = true
-	c.wg.Go(func() {
-		n.connectBootstrap(c.runCtx)
-		c.kick(c.kickSend)
-		c.kick(c.kickSync)
-	})
+	n.dialBootstrap()
+	c.kick(c.kickSync)
 	c.wg.Go(func() { c.sendLoop(c.runCtx) })
 	c.wg.Go(func() { c.recvLoop(c.runCtx) })
 	_ = ctx

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -90,6 +91,13 @@ type Config struct {
 	// (the oldest is dropped beyond it). Each is tried on every session
 	// after each sync round, so the bound is also a bound on that work.
 	MaxPending int
+
+	// ConnectionGater, if set, is the connection gater of the client's
+	// libp2p host: it may refuse dials to relays and connections with
+	// them. It is for test networks (package testnet partitions clients
+	// with it) and for apps that must keep the client off some relays; a
+	// refused relay counts as unreachable. Nil allows every connection.
+	ConnectionGater connmgr.ConnectionGater
 }
 
 // withDefaults returns a copy with defaults filled in, or an error for an

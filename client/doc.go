@@ -11,19 +11,39 @@
 //		Bootstrap:     relayAddrs,  // "/ip4/…/tcp/…/p2p/12D3KooW…"
 //	})
 //	err = c.Start(ctx)              // go online (background loops)
+//	err = c.WaitReady(ctx)          // optional: wait until a relay answers
 //	invite, err := c.Invite()       // hand it to a friend out of band
 //	friend, err := c.AcceptInvite(theirInvite)
 //	id, err := c.Send(ctx, friend.ID, []byte("hello"))
 //	for ev := range c.Events() { … } // MessageReceived, StatusChanged, …
 //	msgs, err := c.History(friend.ID)
+//	err = c.Flush(ctx)              // a short-lived process: let the outbox leave
 //	err = c.Close()
 //
 // New creates the identity on first use (an identity key, a mailbox key,
 // signed prekeys) and stores it; it does not touch the network, so invites
 // can be made offline. Start runs, until Close, a libp2p host that only
-// dials out (with a fresh libp2p key each run, so relays cannot link the
-// user's deposits across runs), the DHT in client mode, the sender loop and
-// the receiver loop.
+// dials out (with a fresh libp2p key each run, PeerID, so relays cannot
+// link the user's deposits across runs), the DHT in client mode, the
+// sender loop and the receiver loop.
+//
+// # Online
+//
+// Start returns at once; the client is online when it is connected to a
+// relay and its DHT routing table holds one (WaitReady waits for that, or
+// says ErrNoRelay when no bootstrap relay answers). Replica sets come from
+// DHT lookups: whatever needs one (a deposit, a sync, the live
+// subscription) first waits, at most Config.Timeout, for the client to be
+// online, so that a client that just started does not take its bootstrap
+// relays for the replicas of a mailbox. The client looks its own replica
+// set up again every Config.ReplicaCacheTTL and, when it changed, syncs
+// the new members and moves its live subscription if its relay left the
+// set.
+//
+// A process that runs for one command (send, sync) calls Flush before
+// Close: it returns once every entry queued in the outbox — messages and
+// the delivery receipts of what was received — is stored at a relay.
+// Pending tells how many have not left.
 //
 // # Guarantees
 //

@@ -159,3 +159,81 @@ func ExampleClient_History() {
 		fmt.Printf("%s %s: %s\n", m.SentAt.Format(time.Kitchen), who, m.Body)
 	}
 }
+
+// A short-lived process (a command-line tool) goes online, does one thing
+// and leaves: WaitReady before it picks relays, Flush before Close so that
+// its messages and delivery receipts have left with it.
+func ExampleClient_Flush() {
+	relayAddr, stop := exampleRelay()
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	aliceDir, _ := os.MkdirTemp("", "cairn-example")
+	defer os.RemoveAll(aliceDir)
+	bobDir, _ := os.MkdirTemp("", "cairn-example")
+	defer os.RemoveAll(bobDir)
+
+	// run opens a user's client, runs f online, flushes and closes.
+	run := func(dir string, f func(c *client.Client) error) {
+		c, err := client.New(client.Config{DataDir: dir, Bootstrap: []string{relayAddr}})
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Start(ctx); err != nil {
+			log.Fatal(err)
+		}
+		if err := c.WaitReady(ctx); err != nil {
+			log.Fatal(err) // ErrNoRelay: offline; what f queues would wait in the outbox
+		}
+		if err := f(c); err != nil {
+			log.Fatal(err)
+		}
+		if err := c.Flush(ctx); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println("left to send:", c.Pending())
+	}
+
+	var bobInvite string
+	run(bobDir, func(bob *client.Client) (err error) {
+		bobInvite, err = bob.Invite()
+		return err
+	})
+	var id client.MessageID
+	run(aliceDir, func(alice *client.Client) error {
+		bob, err := alice.AcceptInvite(bobInvite)
+		if err != nil {
+			return err
+		}
+		id, err = alice.Send(ctx, bob.ID, []byte("see you at 6"))
+		return err
+	})
+	run(bobDir, func(bob *client.Client) error {
+		if err := bob.Sync(ctx); err != nil {
+			return err
+		}
+		for _, ct := range bob.Contacts() {
+			msgs, _ := bob.History(ct.ID)
+			for _, m := range msgs {
+				fmt.Printf("bob has %q\n", m.Body)
+			}
+		}
+		return nil
+	})
+	run(aliceDir, func(alice *client.Client) error {
+		if err := alice.Sync(ctx); err != nil {
+			return err
+		}
+		m, err := alice.Message(id)
+		fmt.Println("alice's message is", m.Status)
+		return err
+	})
+	// Output:
+	// left to send: 0
+	// left to send: 0
+	// bob has "see you at 6"
+	// left to send: 0
+	// alice's message is delivered
+	// left to send: 0
+}

@@ -42,11 +42,17 @@ type netState struct {
 
 	bootstrap []peer.AddrInfo
 
+	// ctx ends when the network closes; wg tracks the bootstrap rounds.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
 	mu       sync.Mutex
 	replicas map[wire.Mailbox]replicaEntry
 	health   map[peer.ID]*relayHealth
 	info     map[peer.ID]*rpc.Info
 	streams  map[peer.ID]*rpc.DepositStream
+	round    chan struct{} // closed when the running bootstrap round ends; nil: none runs
 	closed   bool
 }
 
@@ -60,14 +66,13 @@ type relayHealth struct {
 	downUntil time.Time
 }
 
-// newNet starts the host and the DHT. The libp2p key is fresh for every
-// run, so relays cannot link this client's deposits across runs
-// (SPEC.md §18).
-func newNet(cfg *Config, log *slog.Logger, bootstrap []ma.Multiaddr, bw metrics.Reporter) (*netState, error) {
-	priv, _, err := crypto.GenerateEd25519Key(cfg.Rand)
-	if err != nil {
-		return nil, fmt.Errorf("client: libp2p key: %w", err)
-	}
+// onlinePoll is how often waitOnline looks at the routing table.
+const onlinePoll = 10 * time.Millisecond
+
+// newNet starts the host, with the libp2p key priv (fresh for every run,
+// so relays cannot link this client's deposits across runs, SPEC.md
+// §17.1), and the DHT. It dials nothing: dialBootstrap does.
+func newNet(cfg *Config, log *slog.Logger, bootstrap []ma.Multiaddr, priv crypto.PrivKey, bw metrics.Reporter) (*netState, error) {
 	opts := []libp2p.Option{
 		libp2p.Identity(priv),
 		libp2p.NoListenAddrs,
@@ -80,6 +85,9 @@ func newNet(cfg *Config, log *slog.Logger, bootstrap []ma.Multiaddr, bw metrics.
 	}
 	if bw != nil {
 		opts = append(opts, libp2p.BandwidthReporter(bw))
+	}
+	if cfg.ConnectionGater != nil {
+		opts = append(opts, libp2p.ConnectionGater(cfg.ConnectionGater))
 	}
 	h, err := libp2p.New(opts...)
 	if err != nil {
@@ -116,7 +124,85 @@ func newNet(cfg *Config, log *slog.Logger, bootstrap []ma.Multiaddr, bw metrics.
 		info:      map[peer.ID]*rpc.Info{},
 		streams:   map[peer.ID]*rpc.DepositStream{},
 	}
+	n.ctx, n.cancel = context.WithCancel(dialCtx(context.Background()))
 	return n, nil
+}
+
+// newPeerKey returns a fresh libp2p key for one run of a client.
+func newPeerKey(r io.Reader) (crypto.PrivKey, peer.ID, error) {
+	priv, _, err := crypto.GenerateEd25519Key(r)
+	if err != nil {
+		return nil, "", fmt.Errorf("client: libp2p key: %w", err)
+	}
+	id, err := peer.IDFromPrivateKey(priv)
+	if err != nil {
+		return nil, "", fmt.Errorf("client: libp2p key: %w", err)
+	}
+	return priv, id, nil
+}
+
+// routable reports whether the DHT's routing table holds a relay: replica
+// sets can then be looked up.
+func (n *netState) routable() bool { return n.dht.RoutingTable().Size() > 0 }
+
+// connected reports whether the host has a connection to any relay.
+func (n *netState) connected() bool { return len(n.host.Network().Peers()) > 0 }
+
+// dialBootstrap starts a round of dials to every bootstrap relay, unless
+// one is running, and returns a channel closed when that round ends.
+func (n *netState) dialBootstrap() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.round != nil {
+		return n.round
+	}
+	ch := make(chan struct{})
+	if n.closed {
+		close(ch)
+		return ch
+	}
+	n.round = ch
+	n.wg.Go(func() {
+		n.connectBootstrap(n.ctx)
+		n.mu.Lock()
+		n.round = nil
+		n.mu.Unlock()
+		close(ch)
+	})
+	return ch
+}
+
+// waitOnline waits until the routing table holds a relay and returns nil.
+// It returns ErrNoRelay when no relay is connected after a round of
+// bootstrap dials that ended after the call (it starts one when no relay
+// is connected), ErrClosed when the network closes, or ctx's error.
+func (n *netState) waitOnline(ctx context.Context) error {
+	poll := time.NewTicker(onlinePoll)
+	defer poll.Stop()
+	var round <-chan struct{}
+	dialed := false
+	for {
+		if n.routable() {
+			return nil
+		}
+		if !n.connected() {
+			if dialed {
+				return ErrNoRelay
+			}
+			if round == nil {
+				round = n.dialBootstrap()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.ctx.Done():
+			return ErrClosed
+		case <-round:
+			round, dialed = nil, true
+		case <-poll.C:
+		}
+	}
 }
 
 // connectBootstrap dials the bootstrap relays (best effort) so the DHT's
@@ -165,20 +251,33 @@ func parseHints(hints [][]byte) []*peer.AddrInfo {
 }
 
 // replicaSet returns the R relays closest to the mailbox's DHT key, closest
-// first (SPEC.md §14): those the DHT finds, completed with the bootstrap
-// relays and hints when the DHT knows fewer than R. Results are cached for
-// ReplicaCacheTTL.
-func (n *netState) replicaSet(ctx context.Context, mb wire.Mailbox, hints []peer.ID) []peer.ID {
-	now := time.Now()
+// first (SPEC.md §14, §17.1): those the DHT finds, completed with the
+// bootstrap relays and hints when the DHT knows fewer than R. Results are
+// cached for ReplicaCacheTTL. fromDHT reports whether the set comes from a
+// lookup that found relays (or the cache), rather than from the bootstrap
+// relays and hints alone.
+//
+// While the routing table is empty it first waits until the client is
+// online (waitOnline, at most Timeout), so that a client that just started
+// does not take its bootstrap relays for the replica set.
+func (n *netState) replicaSet(ctx context.Context, mb wire.Mailbox, hints []peer.ID) (peers []peer.ID, fromDHT bool) {
 	n.mu.Lock()
-	if e, ok := n.replicas[mb]; ok && now.Before(e.expires) {
+	if e, ok := n.replicas[mb]; ok && time.Now().Before(e.expires) {
 		n.mu.Unlock()
-		return e.peers
+		return e.peers, true
 	}
 	n.mu.Unlock()
+	if !n.routable() {
+		wctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
+		err := n.waitOnline(wctx)
+		cancel()
+		if err != nil {
+			n.log.Debug("replica set before the client is online", "mailbox", mb.String(), "err", err)
+		}
+	}
 	key := mb.DHTKey()
 	var found []peer.ID
-	if n.dht.RoutingTable().Size() > 0 {
+	if n.routable() {
 		lctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
 		ps, err := n.dht.GetClosestPeers(lctx, key)
 		cancel()
@@ -207,10 +306,10 @@ func (n *netState) replicaSet(ctx context.Context, mb wire.Mailbox, hints []peer
 	}
 	if len(found) > 0 {
 		n.mu.Lock()
-		n.replicas[mb] = replicaEntry{peers: sorted, expires: now.Add(n.cfg.ReplicaCacheTTL)}
+		n.replicas[mb] = replicaEntry{peers: sorted, expires: time.Now().Add(n.cfg.ReplicaCacheTTL)}
 		n.mu.Unlock()
 	}
-	return sorted
+	return sorted, len(found) > 0
 }
 
 // ensureAddrs looks a relay's addresses up in the DHT when the peerstore
@@ -371,6 +470,8 @@ func (n *netState) close() {
 	streams := n.streams
 	n.streams = map[peer.ID]*rpc.DepositStream{}
 	n.mu.Unlock()
+	n.cancel()
+	n.wg.Wait()
 	for _, s := range streams {
 		s.Reset()
 	}

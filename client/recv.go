@@ -28,8 +28,11 @@ const pushBatch = 256
 const seenMargin = time.Hour
 
 // Sync syncs every reachable replica of this client's mailbox now, stores
-// what arrived, checks for gaps, and makes the outbox retry at once. It
-// returns ErrNoRelay if no replica answered.
+// what arrived, checks for gaps, and makes the outbox retry at once. A
+// client that just started is not online yet: Sync first waits, like
+// WaitReady (at most Config.Timeout), so that it syncs the replica set the
+// DHT gives rather than the bootstrap relays. It returns ErrNoRelay if no
+// replica answered.
 func (c *Client) Sync(ctx context.Context) error {
 	c.startMu.Lock()
 	started := c.started
@@ -51,25 +54,33 @@ func (c *Client) Sync(ctx context.Context) error {
 	c.mu.Unlock()
 	c.kick(c.kickSend)
 	ctx = dialCtx(ctx)
-	return c.syncRound(ctx, c.net.replicaSet(ctx, c.mailbox, nil))
+	replicas, _ := c.net.replicaSet(ctx, c.mailbox, nil)
+	return c.syncRound(ctx, replicas)
 }
 
-// recvLoop keeps a live subscription on one replica and syncs all replicas:
-// at start, whenever the subscription ends (pushes may have been missed),
-// every SyncInterval, and when a gap's grace period ends.
+// recvLoop keeps a live subscription on one replica and syncs all replicas
+// (SPEC.md §17.4): at start, whenever the subscription ends (pushes may
+// have been missed), every SyncInterval, when a gap's grace period ends,
+// and when the replica set changes. The replica set is looked up again
+// every ReplicaCacheTTL; when the subscribed relay is no longer in it (it
+// no longer receives this mailbox's entries), the client subscribes on a
+// replica again.
 func (c *Client) recvLoop(ctx context.Context) {
 	n := c.net
 	var (
 		sub      *rpc.Subscription
+		subRelay peer.ID
 		pumpDone chan struct{}
 		subEnded = make(chan struct{}, 1)
 		failures int
+		synced   []peer.ID // the replica set of the last good sync round
+		nextSync time.Time // when the next sync round is due (zero: now)
 	)
 	stopSub := func() {
 		if sub != nil {
 			_ = sub.Close()
 			<-pumpDone
-			sub = nil
+			sub, subRelay = nil, ""
 		}
 	}
 	defer stopSub()
@@ -80,40 +91,64 @@ func (c *Client) recvLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-c.kickSync:
+			nextSync = time.Time{}
 		case <-timer.C:
 		case <-subEnded:
 			stopSub()
 		}
-		replicas := n.replicaSet(ctx, c.mailbox, nil)
+		replicas, fromDHT := n.replicaSet(ctx, c.mailbox, nil)
+		if ctx.Err() != nil {
+			return
+		}
+		if fromDHT && !sameSet(replicas, synced) {
+			// A new replica may hold entries the others lack.
+			nextSync = time.Time{}
+		}
+		if sub != nil && fromDHT && !slices.Contains(replicas, subRelay) {
+			c.log.Info("subscribed relay left the replica set; subscribing again", "relay", subRelay.String())
+			stopSub()
+		}
 		if sub == nil {
 			// Subscribe before syncing, so nothing falls between the two.
+			nextSync = time.Time{}
 			for _, relay := range n.order(replicas) {
 				s, err := n.rpc.Subscribe(ctx, relay, c.mboxKey)
 				if err != nil {
 					c.log.Debug("subscribe", "relay", relay.String(), "err", err)
 					continue
 				}
-				sub, pumpDone = s, make(chan struct{})
+				sub, subRelay, pumpDone = s, relay, make(chan struct{})
 				c.wg.Go(func() { c.pump(ctx, s, relay, subEnded, pumpDone) })
 				break
 			}
 		}
-		err := c.syncRound(ctx, replicas)
-		if ctx.Err() != nil {
-			return
+		if now := time.Now(); !now.Before(nextSync) {
+			err := c.syncRound(ctx, replicas)
+			if ctx.Err() != nil {
+				return
+			}
+			wait := c.cfg.SyncInterval
+			if sub == nil || err != nil {
+				failures++
+				wait = min(wait, jitter(c.cfg.Rand, backoff(c.cfg.RetryMin, c.cfg.RetryMax, failures)))
+				synced = nil
+			} else {
+				failures = 0
+				synced = replicas
+				c.replenishPrekeys(ctx, replicas)
+			}
+			nextSync = now.Add(wait)
 		}
-		if err == nil {
-			c.replenishPrekeys(ctx, replicas)
-		}
-		wait := c.cfg.SyncInterval
-		if sub == nil || err != nil {
-			failures++
-			wait = min(wait, jitter(c.cfg.Rand, backoff(c.cfg.RetryMin, c.cfg.RetryMax, failures)))
-		} else {
-			failures = 0
-		}
+		wait := time.Until(nextSync)
 		if at, ok := c.nextGapCheck(); ok {
-			wait = min(wait, max(at.Sub(c.now()), time.Millisecond))
+			if d := max(at.Sub(c.now()), time.Millisecond); d < wait {
+				wait = d
+				nextSync = time.Now().Add(d)
+			}
+		}
+		if failures == 0 {
+			// Look the replica set up again when its cache expires.
+			wait = min(wait, c.cfg.ReplicaCacheTTL)
 		}
 		if !timer.Stop() {
 			select {
@@ -121,8 +156,21 @@ func (c *Client) recvLoop(ctx context.Context) {
 			default:
 			}
 		}
-		timer.Reset(wait)
+		timer.Reset(max(wait, time.Millisecond))
 	}
+}
+
+// sameSet reports whether a and b hold the same relays.
+func sameSet(a, b []peer.ID) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, p := range a {
+		if !slices.Contains(b, p) {
+			return false
+		}
+	}
+	return true
 }
 
 // pump stores the live entries of a subscription and acks them.

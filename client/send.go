@@ -219,7 +219,8 @@ func (c *Client) fetchPrekeys(ctx context.Context, n *netState, mb wire.Mailbox,
 	}
 	ctx, cancel := context.WithTimeout(dialCtx(ctx), c.cfg.Timeout)
 	defer cancel()
-	for _, relay := range n.order(n.replicaSet(ctx, mb, n.addHints(hints))) {
+	replicas, _ := n.replicaSet(ctx, mb, n.addHints(hints))
+	for _, relay := range n.order(replicas) {
 		got, err := n.rpc.FetchPrekeys(ctx, relay, mb)
 		if err != nil {
 			c.log.Debug("prekey fetch", "relay", relay.String(), "err", err)
@@ -391,7 +392,8 @@ func (c *Client) attempt(ctx context.Context, mb wire.Mailbox, hints []peer.ID, 
 		left[i] = i
 	}
 	defer func() { c.finishAttempt(mb, items, out) }()
-	for _, relay := range n.order(n.replicaSet(ctx, mb, hints)) {
+	replicas, _ := n.replicaSet(ctx, mb, hints)
+	for _, relay := range n.order(replicas) {
 		if len(left) == 0 || ctx.Err() != nil {
 			return
 		}
@@ -532,6 +534,7 @@ func (c *Client) finishAttempt(mb wire.Mailbox, items []*store.OutboxEntry, out 
 	now := c.now()
 	var evs []Event
 	anyStored := false
+	retried := 0
 	type change struct {
 		r   *store.OutboxEntry
 		upd store.OutboxEntry
@@ -555,6 +558,7 @@ func (c *Client) finishAttempt(mb wire.Mailbox, items []*store.OutboxEntry, out 
 			upd.Status = o.final
 			changes = append(changes, change{r, upd, true})
 		default:
+			retried++
 			upd.Retries++
 			d := jitter(c.cfg.Rand, backoff(c.cfg.RetryMin, c.cfg.RetryMax, int(upd.Retries)))
 			upd.NextAttemptMs = uint64(now.Add(max(d, o.retry)).UnixMilli())
@@ -583,6 +587,9 @@ func (c *Client) finishAttempt(mb wire.Mailbox, items []*store.OutboxEntry, out 
 		c.log.Error("record deposit outcome", "err", err)
 		c.reloadLocked()
 		return
+	}
+	if retried > 0 {
+		c.log.Debug("deposit attempt: entries stay queued for a retry", "mailbox", mb.String(), "entries", retried)
 	}
 	for _, ch := range changes {
 		k := outKeyOf(ch.r)
@@ -670,7 +677,8 @@ func (c *Client) checkFate(ctx context.Context, mb wire.Mailbox, hints []peer.ID
 	answered := 0
 	acked := make([]bool, len(items))
 	live := make([]bool, len(items))
-	for _, relay := range n.order(n.replicaSet(ctx, mb, hints)) {
+	replicas, _ := n.replicaSet(ctx, mb, hints)
+	for _, relay := range n.order(replicas) {
 		states, err := n.rpc.Status(ctx, relay, mb, cids)
 		if err != nil {
 			c.log.Debug("status", "relay", relay.String(), "err", err)
@@ -725,6 +733,12 @@ func (c *Client) checkFate(ctx context.Context, mb wire.Mailbox, hints []peer.ID
 func (c *Client) flushDeliveries() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.sealDeliveriesLocked()
+}
+
+// sealDeliveriesLocked puts the pending delivery receipts in the outbox
+// (one transaction) and kicks the sender.
+func (c *Client) sealDeliveriesLocked() {
 	c.deliveryAt = time.Time{}
 	if c.closed {
 		return
