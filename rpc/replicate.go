@@ -15,16 +15,11 @@ import (
 	"github.com/cairn-net/cairn/wire/pb"
 )
 
-// Limits of the replicate protocol (SPEC.md §10.9) that are not in package
-// wire.
+// Limits of the replicate protocol (SPEC.md §10.9), defined in package wire
+// with the other protocol limits.
 const (
-	// MaxReplicateInflight is how many ReplicateRequests a sender may have
-	// without an answer on one stream; a relay reads at most that many
-	// ahead of its answers.
-	MaxReplicateInflight = 16
-	// MaxReplicateTombstones bounds the tombstones of one
-	// ReplicateRequest.
-	MaxReplicateTombstones = wire.MaxAckCIDs
+	MaxReplicateInflight   = wire.MaxReplicateInflight
+	MaxReplicateTombstones = wire.MaxReplicateTombstones
 )
 
 // ReplicateBatch is the content of one ReplicateRequest: at most

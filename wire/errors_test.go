@@ -143,20 +143,22 @@ func readSpecSection(t *testing.T, start, end string) string {
 func TestWireLimitsMatchSpec(t *testing.T) {
 	spec := readSpecSection(t, "## 12. Limits and defaults", "Relay policy")
 	consts := map[string]int64{
-		"MaxCiphertext":        MaxCiphertext,
-		"EnvelopeOverhead":     EnvelopeOverhead,
-		"MaxReceiptBatch":      MaxReceiptBatch,
-		"MaxCursorOrigins":     MaxCursorOrigins,
-		"MaxControlFrame":      MaxControlFrame,
-		"MaxEntryFrame":        MaxEntryFrame,
-		"MaxDepositFrame":      MaxDepositFrame,
-		"MaxDepositInflight":   MaxDepositInflight,
-		"MaxAckCIDs":           MaxAckCIDs,
-		"MaxStatusCIDs":        MaxStatusCIDs,
-		"MaxPrekeyUpload":      MaxPrekeyUpload,
-		"MaxReplicateBatch":    MaxReplicateBatch,
-		"AuthWindow":           int64(AuthWindow.Seconds()),
-		"MaxPostageDifficulty": MaxPostageDifficulty,
+		"MaxCiphertext":          MaxCiphertext,
+		"EnvelopeOverhead":       EnvelopeOverhead,
+		"MaxReceiptBatch":        MaxReceiptBatch,
+		"MaxCursorOrigins":       MaxCursorOrigins,
+		"MaxControlFrame":        MaxControlFrame,
+		"MaxEntryFrame":          MaxEntryFrame,
+		"MaxDepositFrame":        MaxDepositFrame,
+		"MaxDepositInflight":     MaxDepositInflight,
+		"MaxAckCIDs":             MaxAckCIDs,
+		"MaxStatusCIDs":          MaxStatusCIDs,
+		"MaxPrekeyUpload":        MaxPrekeyUpload,
+		"MaxReplicateBatch":      MaxReplicateBatch,
+		"MaxReplicateInflight":   MaxReplicateInflight,
+		"MaxReplicateTombstones": MaxReplicateTombstones,
+		"AuthWindow":             int64(AuthWindow.Seconds()),
+		"MaxPostageDifficulty":   MaxPostageDifficulty,
 	}
 	row := regexp.MustCompile("^\\| `([A-Za-z]+)` \\| ([0-9,]+) ")
 	for l := range strings.SplitSeq(spec, "\n") {

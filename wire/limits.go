@@ -35,6 +35,12 @@ const (
 	MaxPrekeyUpload = 100
 	// MaxReplicateBatch is the most entries one replicate request may carry.
 	MaxReplicateBatch = 256
+	// MaxReplicateInflight is how many replicate requests a sender may have
+	// unanswered on one stream.
+	MaxReplicateInflight = 16
+	// MaxReplicateTombstones is the most tombstones one replicate request
+	// may carry.
+	MaxReplicateTombstones = 1024
 	// AuthWindow is how far an auth proof's time may be from the relay's.
 	AuthWindow = 60 * time.Second
 	// MaxPostageDifficulty is the highest postage difficulty in bits.
