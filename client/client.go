@@ -485,6 +485,7 @@ func publicMessage(contact ContactID, r *store.Message) Message {
 		Body:      r.Body,
 		SentAt:    msTime(r.SentAtMs),
 		At:        msTime(r.AtMs),
+		Seq:       r.Seq,
 		Status:    Status(r.Status),
 		Late:      r.Late,
 	}

@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"testing"
@@ -302,4 +303,40 @@ func rejects(t *testing.T, r *testRelay, status string) float64 {
 		}
 	}
 	return sum
+}
+
+// Message.Seq is the order in which a client stored its messages across
+// conversations: merged by it, two conversations read in arrival order.
+func TestClientMessageSeqAcrossContacts(t *testing.T) {
+	r := startRelay(t, nil)
+	bob := newClient(t, testConfig(t.TempDir(), addrs(r)))
+	alice := newClient(t, testConfig(t.TempDir(), addrs(r)))
+	carol := newClient(t, testConfig(t.TempDir(), addrs(r)))
+	bobAtAlice := introduce(t, alice, bob)
+	bobAtCarol := introduce(t, carol, bob)
+	sendAll(t, alice, bobAtAlice, []string{"a1"})
+	aliceAtBob := contactOf(t, bob, alice)
+	waitBodies(t, bob, aliceAtBob, client.Incoming, []string{"a1"})
+	sendAll(t, carol, bobAtCarol, []string{"c1"})
+	carolAtBob := contactOf(t, bob, carol)
+	waitBodies(t, bob, carolAtBob, client.Incoming, []string{"c1"})
+	sendAll(t, alice, bobAtAlice, []string{"a2"})
+	waitBodies(t, bob, aliceAtBob, client.Incoming, []string{"a1", "a2"})
+
+	var all []client.Message
+	for _, id := range []client.ContactID{aliceAtBob, carolAtBob} {
+		h, err := bob.History(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, h...)
+	}
+	slices.SortFunc(all, func(a, b client.Message) int { return cmp.Compare(a.Seq, b.Seq) })
+	var got []string
+	for _, m := range all {
+		got = append(got, string(m.Body))
+	}
+	if want := []string{"a1", "c1", "a2"}; !slices.Equal(got, want) {
+		t.Fatalf("bob's messages by Seq: %q, want %q", got, want)
+	}
 }

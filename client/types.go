@@ -125,6 +125,13 @@ type Message struct {
 	SentAt time.Time
 	// At is when this client stored the message (sent or received).
 	At time.Time
+	// Seq is the order in which this client stored its messages, across
+	// every conversation: it grows with each message stored (a message
+	// held back by a gap keeps the Seq of its arrival). History merges a
+	// conversation's two directions by it; an app merges conversations
+	// by it (each conversation keeping its own order) for an inbox in the
+	// order messages arrived. It is local to this client's store.
+	Seq uint64
 	// Status is the delivery status of an outgoing message.
 	Status Status
 	// Late is set on an incoming message that arrived after a gap before
