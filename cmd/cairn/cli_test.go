@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cairn-net/cairn/client"
 	"github.com/cairn-net/cairn/relay"
 )
 
@@ -174,5 +175,21 @@ func TestParseMetrics(t *testing.T) {
 	}
 	if m["x"] != 3 || m["y"] != 7 || m["z"] != 1000 {
 		t.Errorf("%v", m)
+	}
+}
+
+// The inbox merges conversations in the order messages arrived, and never
+// reorders a conversation: a message stored before the one it waited for
+// (a gap filled late) still comes after it.
+func TestInboxMergeConversations(t *testing.T) {
+	m := func(body string, seq uint64) client.Message { return client.Message{Body: []byte(body), Seq: seq} }
+	alice := []client.Message{m("a1", 5), m("a2", 2), m("a3", 7)} // a2 arrived first and waited for a1
+	carol := []client.Message{m("c1", 1), m("c2", 6)}
+	var got []string
+	for _, x := range mergeConversations([][]client.Message{alice, carol, nil}) {
+		got = append(got, string(x.Body))
+	}
+	if want := "c1 a1 a2 c2 a3"; strings.Join(got, " ") != want {
+		t.Fatalf("merged %q, want %q", got, want)
 	}
 }

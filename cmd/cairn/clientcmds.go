@@ -24,8 +24,6 @@ type clientFlags struct {
 	relays  []string
 	timeout time.Duration
 	json    bool
-	// syncInterval, if set, replaces the client's background sync period.
-	syncInterval time.Duration
 }
 
 const homeHelp = `The home directory (--home, default $CAIRN_HOME or the user's config directory
@@ -71,11 +69,7 @@ func (a *app) open(ctx context.Context, f *clientFlags, online bool) (*session, 
 		return nil, err
 	}
 	relays := h.relays(f.relays)
-	c, err := h.openClient(relays, log, func(cfg *client.Config) {
-		if f.syncInterval > 0 {
-			cfg.SyncInterval = f.syncInterval
-		}
-	})
+	c, err := h.openClient(relays, log)
 	if err != nil {
 		return nil, err
 	}
@@ -101,71 +95,67 @@ func (s *session) close() {
 	}
 }
 
-// messages returns every message of one direction (0: both), in each
-// conversation's order, conversations by contact age.
+// messages returns every message of one direction (0: both) in the order
+// this home stored them, each conversation keeping its own order (by the
+// sender's counter, SPEC.md §17.5).
 func (s *session) messages(dir client.Direction) []client.Message {
-	var out []client.Message
+	var convs [][]client.Message
 	for _, ct := range s.c.Contacts() {
 		h, err := s.c.History(ct.ID)
 		if err != nil {
 			continue
 		}
+		var conv []client.Message
 		for _, m := range h {
 			if dir == 0 || m.Direction == dir {
-				out = append(out, m)
+				conv = append(conv, m)
 			}
 		}
+		convs = append(convs, conv)
+	}
+	return mergeConversations(convs)
+}
+
+// mergeConversations merges conversations into one list: it takes, each
+// time, the first remaining message of the conversation whose first
+// remaining message was stored first (client.Message.Seq), so the order
+// across conversations is the order of arrival while each conversation
+// keeps its own (a message held back by a gap has an earlier Seq than the
+// one it waited for, and stays after it).
+func mergeConversations(convs [][]client.Message) []client.Message {
+	n := 0
+	for _, c := range convs {
+		n += len(c)
+	}
+	out := make([]client.Message, 0, n)
+	for len(out) < n {
+		best := -1
+		for i, c := range convs {
+			if len(c) > 0 && (best < 0 || c[0].Seq < convs[best][0].Seq) {
+				best = i
+			}
+		}
+		out = append(out, convs[best][0])
+		convs[best] = convs[best][1:]
 	}
 	return out
 }
 
-// receiptLinger is how long an online command stays after the last message
-// it received, so that the delivery receipts the client sends for them
-// (gathered for 200 ms, then deposited) leave before it closes. Whatever
-// has not left by then stays in the outbox and goes out with the next online
-// command.
-const receiptLinger = time.Second
-
-// settle waits, at most until ctx ends, until no sent message is queued and
-// the delivery receipts of what this session received had time to leave.
-// It reports whether nothing is left queued.
-func (s *session) settle(ctx context.Context) bool {
-	lastIn := -1
-	quiet := time.Now()
-	t := time.NewTicker(25 * time.Millisecond)
-	defer t.Stop()
-	for {
-		queued := 0
-		in := 0
-		for _, m := range s.messages(0) {
-			switch {
-			case m.Direction == client.Incoming:
-				in++
-			case m.Status == client.StatusQueued:
-				queued++
-			}
-		}
-		if in != lastIn {
-			lastIn = in
-			quiet = time.Now()
-		}
-		received := in > s.seenIn
-		if queued == 0 && (!received || time.Since(quiet) >= receiptLinger) {
-			return true
-		}
-		select {
-		case <-ctx.Done():
-			return queued == 0
-		case <-t.C:
-		}
+// flush waits, at most until ctx ends, until the entries queued in the
+// outbox — sent messages and the delivery receipts of what this session
+// received — are stored at a relay (client.Flush). Whatever has not left
+// by then stays in the outbox and goes out with the next online command.
+// It reports whether nothing is left.
+func (s *session) flush(ctx context.Context) bool {
+	err := s.c.Flush(ctx)
+	if err != nil {
+		s.log.Debug("flush", "err", err)
 	}
+	return err == nil
 }
 
-// sync syncs every replica of the mailbox. The client computes the replica
-// set from the DHT once its routing table has peers, and from the bootstrap
-// relays before that; a process that just started may have no DHT view yet,
-// so sync goes round twice, the second time after the first round's
-// connections had time to fill the routing table.
+// sync syncs every replica of the mailbox (the client waits until it is
+// online and asks the DHT for the replica set).
 func (s *session) sync(ctx context.Context) error {
 	if isTerminal(s.a.stderr) {
 		// Show the count of messages received, live.
@@ -191,18 +181,7 @@ func (s *session) sync(ctx context.Context) error {
 	}
 	t0 := time.Now()
 	err := s.c.Sync(ctx)
-	s.log.Debug("sync round", "n", 1, "took", time.Since(t0), "err", err)
-	select {
-	case <-ctx.Done():
-	case <-time.After(dhtSettle):
-	}
-	t1 := time.Now()
-	if err2 := s.c.Sync(ctx); err2 == nil {
-		err = nil
-	} else if err == nil {
-		err = err2
-	}
-	s.log.Debug("sync round", "n", 2, "took", time.Since(t1), "err", err)
+	s.log.Debug("sync round", "took", time.Since(t0), "err", err)
 	if err != nil {
 		if errors.Is(err, client.ErrNoRelay) || ctx.Err() != nil {
 			return offlineErrorf("sync: no relay of your mailbox could be reached")
@@ -211,16 +190,6 @@ func (s *session) sync(ctx context.Context) error {
 	}
 	return nil
 }
-
-// watchSync is watch's background sync period, waitSync that of
-// 'status --wait'.
-const (
-	watchSync = 5 * time.Second
-	waitSync  = 2 * time.Second
-)
-
-// dhtSettle is the pause between the two sync rounds.
-const dhtSettle = 100 * time.Millisecond
 
 // ---- init
 
@@ -560,12 +529,12 @@ online command (send, sync, watch); send then exits with code 4.
 			if err != nil {
 				return err
 			}
-			// Going online first lets the client find the mailbox's
-			// replicas through the DHT (and fetches what waits for us).
+			// Online first: the first message to a contact fetches its
+			// one-time prekeys from the relays of its mailbox.
 			start := time.Now()
 			wctx, cancel := context.WithTimeout(ctx, min(f.timeout, 10*time.Second))
-			if err := s.sync(wctx); err != nil {
-				s.log.Debug("sync before send", "err", err)
+			if err := s.c.WaitReady(wctx); err != nil {
+				s.log.Debug("not online before send", "err", err)
 			}
 			cancel()
 			id, err := s.c.Send(ctx, ct.ID, body)
@@ -606,7 +575,7 @@ online command (send, sync, watch); send then exits with code 4.
 			}
 			sctx, cancel2 := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel2()
-			s.settle(sctx)
+			s.flush(sctx)
 			return nil
 		},
 	}
@@ -677,7 +646,7 @@ Exits with code 4 if no relay could be reached (nothing is lost: try again).
 				}
 				return err
 			}
-			settled := s.settle(sctx)
+			settled := s.flush(sctx)
 			var fresh []client.Message
 			for _, m := range s.messages(client.Incoming) {
 				if !before[m.ID] {
@@ -803,7 +772,9 @@ func (a *app) inboxCmd() *cobra.Command {
 		Short: "List received messages",
 		Long: `List the messages stored in the home: received ones, or with --all the whole
 conversations (sent messages with their status: queued, stored, delivered,
-expired-undelivered, failed). Each conversation is in its sender's order.
+expired-undelivered, failed), in the order they arrived in this home, each
+conversation in its sender's order (a message that waited for a missing
+earlier one comes after it). --last N keeps the N most recent of that list.
 inbox reads the local database only; --sync fetches new messages first (as
 'cairn sync' does).
 
@@ -824,7 +795,7 @@ text, sent_at, at, status, late}.`,
 				sctx, cancel := context.WithTimeout(ctx, f.timeout)
 				err := s.sync(sctx)
 				if err == nil {
-					s.settle(sctx)
+					s.flush(sctx)
 				}
 				cancel()
 				if err != nil {
@@ -904,12 +875,6 @@ home wait for it to end (they fail with "in use").`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			// The client's live subscription is made on the replica set it
-			// knows when it starts, which, in a process that just started,
-			// may be the bootstrap relays only; a background sync every
-			// watchSync bounds what that can delay (see the report of
-			// issue 8: a client seam to wait for the DHT would fix it).
-			f.syncInterval = watchSync
 			s, err := a.open(ctx, &f, true)
 			if err != nil {
 				return err
@@ -918,11 +883,13 @@ home wait for it to end (they fail with "in use").`,
 			if isTerminal(a.stderr) {
 				fmt.Fprintf(a.stderr, "watching %s (Ctrl-C to stop)\n", s.h.dir)
 			}
+			// The client subscribes and syncs by itself once online;
+			// say so if it cannot get there.
 			go func() {
-				sctx, cancel := context.WithTimeout(ctx, time.Minute)
+				wctx, cancel := context.WithTimeout(ctx, time.Minute)
 				defer cancel()
-				if err := s.sync(sctx); err != nil && ctx.Err() == nil {
-					fmt.Fprintf(a.stderr, "cairn: watch: %s (retrying in the background)\n", oneLine(err.Error()))
+				if err := s.c.WaitReady(wctx); err != nil && ctx.Err() == nil {
+					fmt.Fprintf(a.stderr, "cairn: watch: no relay could be reached (retrying in the background)\n")
 				}
 			}()
 			enc := json.NewEncoder(a.stdout)
@@ -1006,12 +973,9 @@ passes (exit code 4). --json prints {id, contact, name, status}.`,
 					return usageErrorf("status: --wait %q: want stored or delivered", wait)
 				}
 			}
-			if wait != "" {
-				// Delivery receipts come with syncs; see watchSync.
-				f.syncInterval = waitSync
-				doSync = true
-			}
-			s, err := a.open(ctx, &f, doSync)
+			// Waiting needs the client online: delivery receipts come with
+			// its first sync and then live.
+			s, err := a.open(ctx, &f, doSync || wait != "")
 			if err != nil {
 				return err
 			}

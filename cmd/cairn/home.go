@@ -220,7 +220,7 @@ func (h *home) relays(flags []string) []string {
 }
 
 // openClient opens the home's client database.
-func (h *home) openClient(relays []string, log *slog.Logger, mods ...func(*client.Config)) (*client.Client, error) {
+func (h *home) openClient(relays []string, log *slog.Logger) (*client.Client, error) {
 	if h.lockf == nil {
 		if err := h.lock(); err != nil {
 			return nil, err
@@ -231,17 +231,13 @@ func (h *home) openClient(relays []string, log *slog.Logger, mods ...func(*clien
 			return nil, usageErrorf("--relay: %v", err)
 		}
 	}
-	cfg := client.Config{
+	c, err := client.New(client.Config{
 		DataDir:       filepath.Join(h.dir, homeDBDir),
 		EncryptionKey: h.key,
 		Bootstrap:     relays,
 		Name:          h.cfg.Name,
 		Logger:        log,
-	}
-	for _, m := range mods {
-		m(&cfg)
-	}
-	c, err := client.New(cfg)
+	})
 	if err != nil {
 		switch {
 		case errors.Is(err, badger.ErrEncryptionKeyMismatch):
