@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,11 +39,14 @@ type childRelay struct {
 	port int
 	id   peer.ID
 	boot []string
+	// run is the test the child runs (default TestReplicationKillRestart).
+	run string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	exited chan struct{}
+	metric chan string // METRIC lines of the current run
 
 	logMu  sync.Mutex
 	stderr bytes.Buffer // every run's
@@ -71,7 +75,11 @@ func (c *childRelay) start() {
 	c.t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestReplicationKillRestart$", "-test.timeout=5m")
+	run := c.run
+	if run == "" {
+		run = "TestReplicationKillRestart"
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^"+run+"$", "-test.timeout=5m")
 	cmd.Env = append(os.Environ(), childEnv+"=1", "CAIRN_RELAY_DIR="+c.dir,
 		fmt.Sprintf("CAIRN_RELAY_PORT=%d", c.port), "CAIRN_RELAY_BOOT="+strings.Join(c.boot, ","))
 	// The kernel kills the child if this process dies first.
@@ -88,14 +96,21 @@ func (c *childRelay) start() {
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
-	c.cmd, c.stdin, c.exited = cmd, stdin, make(chan struct{})
-	exited := c.exited
+	c.cmd, c.stdin, c.exited, c.metric = cmd, stdin, make(chan struct{}), make(chan string, 1)
+	exited, metric := c.exited, c.metric
 	ready := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if line := sc.Text(); strings.HasPrefix(line, "READY ") {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "READY "):
 				ready <- strings.TrimPrefix(line, "READY ")
+			case strings.HasPrefix(line, "METRIC "):
+				select {
+				case metric <- strings.TrimPrefix(line, "METRIC "):
+				default:
+				}
 			}
 		}
 		_ = cmd.Wait()
@@ -111,6 +126,31 @@ func (c *childRelay) start() {
 	case <-time.After(60 * time.Second):
 		c.t.Fatal("relay child did not start")
 	}
+}
+
+// storedEntries asks the running child for its cairn_relay_stored_entries
+// metric, as a scrape would read it.
+func (c *childRelay) storedEntries() int {
+	c.t.Helper()
+	c.mu.Lock()
+	stdin, metric, exited := c.stdin, c.metric, c.exited
+	c.mu.Unlock()
+	if _, err := io.WriteString(stdin, "metric\n"); err != nil {
+		c.t.Fatalf("asking for the metric: %v", err)
+	}
+	select {
+	case v := <-metric:
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			c.t.Fatalf("metric %q: %v", v, err)
+		}
+		return int(n)
+	case <-exited:
+		c.t.Fatalf("relay child exited: %s", c.log())
+	case <-time.After(10 * time.Second):
+		c.t.Fatal("relay child did not report its metric")
+	}
+	return 0
 }
 
 // kill sends SIGKILL and waits for the process to be gone.
@@ -138,7 +178,8 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 }
 
 // runRelayChild is the child's side: a relay on the given port and data
-// directory, until stdin closes (or SIGKILL).
+// directory, until stdin closes (or SIGKILL). For each line "metric" on
+// stdin it prints "METRIC <cairn_relay_stored_entries>".
 func runRelayChild(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.DataDir = os.Getenv("CAIRN_RELAY_DIR")
@@ -168,7 +209,12 @@ func runRelayChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	fmt.Printf("READY %s\n", n.ID())
-	_, _ = io.Copy(io.Discard, os.Stdin)
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		if sc.Text() == "metric" {
+			fmt.Printf("METRIC %v\n", counterValue(t, n, "cairn_relay_stored_entries"))
+		}
+	}
 	if err := n.Close(); err != nil {
 		t.Error(err)
 	}

@@ -180,6 +180,10 @@ type batchCtx struct {
 	stored  []StoredEntry
 	dues    map[[2]uint64][][32]byte // (due, mbid) → digests
 	dups    []*op
+	// st counts what the batch changes; it is added to the log's counters
+	// only once the batch is committed, so Stats (the relay's metrics)
+	// never reports what a crash could still take back.
+	st *counters
 }
 
 type pendingAppend struct {
@@ -230,7 +234,7 @@ func (l *Log) commitLocked(batch []*op) ([]StoredEntry, error) {
 	b := &batchCtx{
 		l: l, txn: l.db.NewTransaction(true), now: now.Unix(), nowMs: uint64(now.UnixMilli()),
 		wall: time.Now().Unix(), mbs: map[*mbox]bool{}, kts: map[*mbox]map[uint32]bool{},
-		inBatch: map[[32]byte]*pendingAppend{},
+		inBatch: map[[32]byte]*pendingAppend{}, st: new(counters),
 	}
 	defer b.txn.Discard()
 	if l.filter.full() {
@@ -242,6 +246,9 @@ func (l *Log) commitLocked(batch []*op) ([]StoredEntry, error) {
 	if err == nil {
 		err = b.finish()
 	}
+	if err == nil && l.beforeCommit != nil {
+		l.beforeCommit()
+	}
 	if err == nil {
 		err = b.txn.Commit()
 	}
@@ -252,6 +259,7 @@ func (l *Log) commitLocked(batch []*op) ([]StoredEntry, error) {
 		l.log.Error("store: commit failed; the log refuses further operations", "err", err)
 		return nil, fmt.Errorf("store: commit: %w: %w", wire.ErrInternal, err)
 	}
+	l.st.add(b.st)
 	l.st.commits.Add(1)
 	l.st.commitOps.Add(uint64(len(batch)))
 	touched := map[*digestIndex]bool{}
@@ -399,7 +407,7 @@ func (b *batchCtx) mailbox(addr wire.Mailbox) *mbox {
 	l.nextMBID++
 	l.mboxes[addr] = mb
 	l.byID[mb.id] = mb
-	l.st.mailboxes.Add(1)
+	b.st.mailboxes.Add(1)
 	b.touch(mb)
 	return mb
 }
@@ -423,11 +431,11 @@ func (b *batchCtx) reject(o *op, err error) {
 	o.err = err
 	switch {
 	case errors.Is(err, wire.ErrMailboxQuota):
-		b.l.st.rejQuota.Add(1)
+		b.st.rejQuota.Add(1)
 	case errors.Is(err, wire.ErrStorageFull):
-		b.l.st.rejFull.Add(1)
+		b.st.rejFull.Add(1)
 	default:
-		b.l.st.rejOther.Add(1)
+		b.st.rejOther.Add(1)
 	}
 }
 
@@ -436,7 +444,7 @@ func (b *batchCtx) reject(o *op, err error) {
 func (b *batchCtx) fate(mbid uint32, d [32]byte) (fateRec, bool, error) {
 	r, ok, err := getFate(b.txn, mbid, d)
 	if errors.Is(err, ErrCorrupt) {
-		b.l.st.corrupt.Add(1)
+		b.st.corrupt.Add(1)
 		b.l.log.Error("store: corrupt fate record", "err", err)
 		return fateRec{}, false, nil
 	}
@@ -501,7 +509,7 @@ func (b *batchCtx) doAppend(o *op) error {
 		o.dupOf = p
 		o.appendRes = AppendResult{Duplicate: true, Fate: FateStored}
 		b.dups = append(b.dups, o)
-		l.st.duplicates.Add(1)
+		b.st.duplicates.Add(1)
 		return nil
 	}
 	r, fate, err := b.known(mb, digest)
@@ -509,7 +517,7 @@ func (b *batchCtx) doAppend(o *op) error {
 		return err
 	}
 	if fate != FateUnknown {
-		l.st.duplicates.Add(1)
+		b.st.duplicates.Add(1)
 		o.appendRes = AppendResult{Duplicate: true, Fate: fate}
 		if fate == FateStored {
 			e, err := l.readEntry(b.txn, mb, r.origin, l.origins[r.origin], r.seq)
@@ -542,7 +550,7 @@ func (b *batchCtx) doAppend(o *op) error {
 	p := &pendingAppend{op: o, receipt: rc, env: d.Envelope}
 	b.appends = append(b.appends, p)
 	b.inBatch[digest] = p
-	l.st.appends.Add(1)
+	b.st.appends.Add(1)
 	return nil
 }
 
@@ -556,8 +564,8 @@ func (b *batchCtx) addLive(mb *mbox, oid uint32, seq uint64, d [32]byte, exp uin
 	b.addDue(exp, mb.id, d)
 	mb.entries++
 	mb.bytes += size
-	b.l.st.entries.Add(1)
-	b.l.st.bytes.Add(size)
+	b.st.entries.Add(1)
+	b.st.bytes.Add(size)
 	b.touch(mb)
 	b.recon = append(b.recon, reconOp{mb: mb, set: SetEntries, d: d, add: true})
 	return nil
@@ -587,7 +595,8 @@ func (b *batchCtx) admit(mb *mbox, size int64) error {
 	if cap < 0 {
 		return nil
 	}
-	need := l.st.bytes.Load() + size - cap
+	stored := l.st.bytes.Load() + b.st.bytes.Load() // committed, and this batch's
+	need := stored + size - cap
 	if need <= 0 {
 		return nil
 	}
@@ -600,7 +609,7 @@ func (b *batchCtx) admit(mb *mbox, size int64) error {
 		}
 	}
 	if avail < need {
-		return fmt.Errorf("%d bytes stored, cap %d: %w", l.st.bytes.Load(), cap, wire.ErrStorageFull)
+		return fmt.Errorf("%d bytes stored, cap %d: %w", stored, cap, wire.ErrStorageFull)
 	}
 	for need > 0 {
 		var victim *mbox
@@ -715,13 +724,13 @@ func (b *batchCtx) expireEntry(mb *mbox, r fateRec, d [32]byte, evicted bool) er
 	}
 	mb.entries--
 	mb.bytes -= int64(r.size)
-	b.l.st.entries.Add(-1)
-	b.l.st.bytes.Add(-int64(r.size))
-	b.l.st.deletedBytes.Add(int64(r.size))
+	b.st.entries.Add(-1)
+	b.st.bytes.Add(-int64(r.size))
+	b.st.deletedBytes.Add(int64(r.size))
 	if evicted {
-		b.l.st.evicted.Add(1)
+		b.st.evicted.Add(1)
 	} else {
-		b.l.st.expired.Add(1)
+		b.st.expired.Add(1)
 	}
 	b.touch(mb)
 	b.recon = append(b.recon, reconOp{mb: mb, set: SetEntries, d: d})
@@ -741,11 +750,11 @@ func (b *batchCtx) ackEntry(mb *mbox, r fateRec, d [32]byte) (Tombstone, error) 
 	mb.entries--
 	mb.bytes -= int64(r.size)
 	mb.tombstones++
-	b.l.st.entries.Add(-1)
-	b.l.st.bytes.Add(-int64(r.size))
-	b.l.st.deletedBytes.Add(int64(r.size))
-	b.l.st.tombstones.Add(1)
-	b.l.st.acked.Add(1)
+	b.st.entries.Add(-1)
+	b.st.bytes.Add(-int64(r.size))
+	b.st.deletedBytes.Add(int64(r.size))
+	b.st.tombstones.Add(1)
+	b.st.acked.Add(1)
 	b.touch(mb)
 	b.recon = append(b.recon, reconOp{mb: mb, set: SetEntries, d: d}, reconOp{mb: mb, set: SetTombstones, d: d, add: true})
 	return Tombstone{Mailbox: mb.addr, CID: wire.CIDFromDigest(d), Origin: b.l.origins[r.origin], Seq: r.seq, Expiry: r.expiry}, nil
@@ -809,14 +818,14 @@ func (b *batchCtx) doImport(o *op) error {
 	mb := l.mboxes[addr]
 	if b.inBatch[digest] != nil {
 		o.appendRes.Duplicate = true
-		l.st.duplicates.Add(1)
+		b.st.duplicates.Add(1)
 		return nil
 	}
 	if _, fate, err := b.known(mb, digest); err != nil {
 		return err
 	} else if fate != FateUnknown {
 		o.appendRes.Duplicate = true
-		l.st.duplicates.Add(1)
+		b.st.duplicates.Add(1)
 		return nil
 	}
 	if oid, ok := l.originIDs[s.Origin]; ok && mb != nil {
@@ -859,7 +868,7 @@ func (b *batchCtx) doImport(o *op) error {
 	o.appendRes = AppendResult{Receipt: *s, Fate: FateStored}
 	b.inBatch[digest] = &pendingAppend{op: o}
 	b.stored = append(b.stored, StoredEntry{Envelope: env, Stamp: *s})
-	l.st.imports.Add(1)
+	b.st.imports.Add(1)
 	return nil
 }
 
@@ -927,13 +936,13 @@ func (b *batchCtx) doAck(o *op) error {
 			}
 			r, err := decodeEntry(k, v)
 			if err != nil {
-				l.st.corrupt.Add(1)
+				b.st.corrupt.Add(1)
 				continue
 			}
 			if r.kind == kindImportedEntry {
 				s, err := wire.ParseSignedReceipt(r.stamp)
 				if err != nil {
-					l.st.corrupt.Add(1)
+					b.st.corrupt.Add(1)
 					continue
 				}
 				digests = append(digests, s.CID.Digest())
@@ -1007,7 +1016,7 @@ func (b *batchCtx) doTombstones(o *op) error {
 		l.filter.add(d)
 		b.addDue(t.Expiry, mb.id, d)
 		mb.tombstones++
-		l.st.tombstones.Add(1)
+		b.st.tombstones.Add(1)
 		b.touch(mb)
 		b.touchKT(mb, oid)
 		if err := b.advance(mb, oid); err != nil {
@@ -1079,7 +1088,7 @@ func (b *batchCtx) doSweep(o *op) error {
 			return err
 		})
 		if errors.Is(err, ErrCorrupt) {
-			l.st.corrupt.Add(1)
+			b.st.corrupt.Add(1)
 			l.log.Error("store: corrupt expiry record dropped", "err", err)
 			ds = nil
 		} else if err != nil {
@@ -1117,7 +1126,6 @@ func (b *batchCtx) doSweep(o *op) error {
 
 // sweepOne handles one digest whose wake-up time due has come.
 func (b *batchCtx) sweepOne(o *op, mb *mbox, due uint64, d [32]byte) error {
-	l := b.l
 	r, ok, err := b.fate(mb.id, d)
 	if err != nil {
 		return err
@@ -1137,7 +1145,7 @@ func (b *batchCtx) sweepOne(o *op, mb *mbox, due uint64, d [32]byte) error {
 			return nil
 		}
 		mb.tombstones--
-		l.st.tombstones.Add(-1)
+		b.st.tombstones.Add(-1)
 		b.touch(mb)
 		b.recon = append(b.recon, reconOp{mb: mb, set: SetTombstones, d: d})
 		if b.needsPlaceholder(mb, r.origin, r.seq) {
@@ -1183,7 +1191,7 @@ func (b *batchCtx) doLoadIndex(o *op) error {
 			return err
 		})
 		if errors.Is(err, ErrCorrupt) {
-			l.st.corrupt.Add(1)
+			b.st.corrupt.Add(1)
 			continue
 		}
 		if err != nil {
@@ -1198,7 +1206,7 @@ func (b *batchCtx) doLoadIndex(o *op) error {
 	}
 	x := newDigestIndex(items)
 	x.bytes = x.memBytes()
-	l.st.indexBytes.Add(x.bytes)
+	b.st.indexBytes.Add(x.bytes)
 	mb.idx[o.set] = x
 	return nil
 }
