@@ -66,9 +66,13 @@ type Client struct {
 	// pending).
 	deliveryAt time.Time
 
-	// outWake is closed (and replaced) whenever the outbox changes: Flush
-	// waits on it.
+	// outWake is closed (and replaced) whenever the outbox changes or an
+	// ack job ends: Flush waits on it.
 	outWake chan struct{}
+	// acking holds the running jobs that store received entries and then
+	// ack them (a pushed batch, a sync of one relay), by ID.
+	acking map[uint64]struct{}
+	ackJob uint64
 
 	// peerKey is the libp2p key of this run (made by New, used by Start).
 	peerKey crypto.PrivKey
@@ -116,6 +120,7 @@ func New(cfg Config) (*Client, error) {
 		kickSend:  make(chan struct{}, 1),
 		kickSync:  make(chan struct{}, 1),
 		outWake:   make(chan struct{}),
+		acking:    map[uint64]struct{}{},
 	}
 	c.mu.Lock()
 	err = c.loadLocked(true)

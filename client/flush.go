@@ -13,8 +13,12 @@ import (
 // each is stored at a relay (a verified receipt; a delivery receipt then
 // leaves the outbox) or has ended for good (StatusFailed,
 // StatusExpiredUndelivered, or a message a delivery receipt confirmed
-// first). It returns nil then, whatever the outcomes: Message and
-// StatusChanged events tell them.
+// first). It also waits for the acks of the entries received before the
+// call (SPEC.md §17.4: pushed or synced entries are acked at their relay
+// after they are stored; each ack is bounded by Config.Timeout and, if
+// lost, sent again at a later sync), so that relays can delete them. It
+// returns nil then, whatever the outcomes: Message and StatusChanged
+// events tell them.
 //
 // Flush does not wait for entries queued after the call, nor for delivery
 // (StatusDelivered). A failed attempt is retried with the usual backoff
@@ -42,6 +46,10 @@ func (c *Client) Flush(ctx context.Context) error {
 	if c.pendingAcksLocked() > 0 {
 		c.sealDeliveriesLocked()
 	}
+	jobs := make([]uint64, 0, len(c.acking))
+	for id := range c.acking {
+		jobs = append(jobs, id)
+	}
 	want := make([]outKey, 0, len(c.queued))
 	nowMs := c.nowMs()
 	for k, r := range c.queued {
@@ -58,21 +66,26 @@ func (c *Client) Flush(ctx context.Context) error {
 			c.mu.Unlock()
 			return ErrClosed
 		}
-		left := 0
+		left, acking := 0, 0
 		for _, k := range want {
 			if c.queued[k] != nil {
 				left++
 			}
 		}
+		for _, id := range jobs {
+			if _, ok := c.acking[id]; ok {
+				acking++
+			}
+		}
 		wake := c.outWake
 		c.mu.Unlock()
-		if left == 0 {
+		if left == 0 && acking == 0 {
 			return nil
 		}
 		select {
 		case <-wake:
 		case <-ctx.Done():
-			return fmt.Errorf("client: flush: %d of %d entries still queued: %w", left, len(want), ctx.Err())
+			return fmt.Errorf("client: flush: %d of %d entries still queued, %d acks in flight: %w", left, len(want), acking, ctx.Err())
 		case <-runCtx.Done():
 			return ErrClosed
 		}

@@ -13,9 +13,10 @@ import (
 )
 
 // Flush returns once what was queued is stored: the sent messages are
-// stored the moment it returns, and the delivery receipts of what a client
-// received have left with it, so they reach the sender although the
-// recipient closes right after Flush.
+// stored the moment it returns, and the delivery receipts and acks of what
+// a client received have left with it, so the relay has dropped the
+// entries and the receipts reach the sender although the recipient closes
+// right after Flush.
 func TestClientFlush(t *testing.T) {
 	r := startRelay(t, nil)
 	alice := newClient(t, testConfig(t.TempDir(), addrs(r)))
@@ -42,6 +43,10 @@ func TestClientFlush(t *testing.T) {
 	}
 	if n := bob.Pending(); n != 0 {
 		t.Fatalf("Pending after Flush: %d", n)
+	}
+	// The received entries were acked: the relay dropped them.
+	if n := len(mailboxEntries(t, r, bob.Mailbox())); n != 0 {
+		t.Fatalf("the relay still holds %d of bob's entries after his Flush", n)
 	}
 	if err := bob.Close(); err != nil {
 		t.Fatal(err)

@@ -190,12 +190,15 @@ func (c *Client) pump(ctx context.Context, sub *rpc.Subscription, relay peer.ID,
 				break more
 			}
 		}
+		done := c.startAckJob()
 		acks, err := c.ingest(batch, nil)
 		if err != nil {
+			done()
 			c.log.Error("store pushed entries", "err", err)
 			break
 		}
 		c.ack(ctx, relay, acks)
+		done()
 	}
 	if err := sub.Err(); err != nil && ctx.Err() == nil {
 		c.log.Debug("subscription ended", "relay", relay.String(), "err", err)
@@ -203,6 +206,23 @@ func (c *Client) pump(ctx context.Context, sub *rpc.Subscription, relay peer.ID,
 	select {
 	case ended <- struct{}{}:
 	default:
+	}
+}
+
+// startAckJob registers a job that stores received entries and then acks
+// them, before it stores any; the function it returns ends the job. Flush
+// waits for the jobs running when it is called.
+func (c *Client) startAckJob() (done func()) {
+	c.mu.Lock()
+	c.ackJob++
+	id := c.ackJob
+	c.acking[id] = struct{}{}
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		delete(c.acking, id)
+		c.outChangedLocked()
+		c.mu.Unlock()
 	}
 }
 
@@ -292,6 +312,7 @@ func (c *Client) retryPending() {
 // their CIDs as seen and the cursor advance are one transaction, and only
 // then are the entries acked (SPEC.md §7, §10.4).
 func (c *Client) syncRelay(ctx context.Context, relay peer.ID) error {
+	defer c.startAckJob()()
 	c.mu.Lock()
 	cur := c.cursor.Clone()
 	c.mu.Unlock()
