@@ -234,7 +234,3 @@ func prekeyCount(t testing.TB, r *relay.Node, mb wire.Mailbox) int {
 // settle lets background work run for d (used only where a test checks
 // that something does NOT happen; never to wait for something).
 func settle(d time.Duration) { time.Sleep(d) }
-
-func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), d)
-}

@@ -33,9 +33,15 @@ type Net struct {
 	Relays  []*relay.Node
 	Rogue   *Rogue
 	Clients []*client.Client
+	// ClientConfigs are the configurations the clients were made with
+	// (their data directories and at-rest keys).
+	ClientConfigs []client.Config
 	// Logs holds each honest relay's log output (debug level) when
 	// NetOptions.CaptureLogs is set.
 	Logs []*SyncBuffer
+	// ClientLogs holds each client's log output (debug level) when
+	// NetOptions.CaptureClientLogs is set.
+	ClientLogs []*SyncBuffer
 
 	opts NetOptions
 	dir  string
@@ -60,6 +66,10 @@ type NetOptions struct {
 	// CaptureLogs sends each honest relay's logs, at debug level, to a
 	// buffer in Net.Logs.
 	CaptureLogs bool
+	// CaptureClientLogs sends each client's logs, at debug level, to a
+	// buffer in Net.ClientLogs (tests read why a client refused
+	// something).
+	CaptureClientLogs bool
 	// Now is the clock of relays and clients (nil: time.Now).
 	Now func() time.Time
 }
@@ -160,11 +170,18 @@ func (n *Net) start(ctx context.Context) error {
 		}
 	}
 	for i := range n.opts.Clients {
-		c, err := client.New(n.ClientConfig(i))
+		cfg := n.ClientConfig(i)
+		if n.opts.CaptureClientLogs {
+			buf := &SyncBuffer{}
+			n.ClientLogs = append(n.ClientLogs, buf)
+			cfg.Logger = slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
+		c, err := client.New(cfg)
 		if err != nil {
 			return err
 		}
 		n.Clients = append(n.Clients, c)
+		n.ClientConfigs = append(n.ClientConfigs, cfg)
 	}
 	if n.opts.RogueKey != nil {
 		var honest []peer.ID
@@ -214,8 +231,9 @@ func (n *Net) start(ctx context.Context) error {
 	return nil
 }
 
-// ClientConfig returns the configuration StartNet gives client i: an
-// on-disk database with an at-rest key, the honest relays as bootstrap,
+// ClientConfig returns a configuration like the one StartNet gives client
+// i (ClientConfigs has the ones it gave): an on-disk database with a fresh
+// at-rest key, the honest relays as bootstrap,
 // and timings short enough for tests.
 func (n *Net) ClientConfig(i int) client.Config {
 	key := make([]byte, 32)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,8 +28,9 @@ import (
 func rogueNet(t *testing.T) (n *Net, alice, bob *client.Client, bobAtAlice, aliceAtBob client.ContactID) {
 	t.Helper()
 	n = StartNet(t, NetOptions{
-		Relays:  2,
-		Clients: 2,
+		Relays:            2,
+		Clients:           2,
+		CaptureClientLogs: true,
 		RogueKey: func(cs []*client.Client, honest []peer.ID) crypto.PrivKey {
 			return ClosestKey(cs[1].Mailbox(), honest)
 		},
@@ -43,6 +45,21 @@ func rogueNet(t *testing.T) (n *Net, alice, bob *client.Client, bobAtAlice, alic
 		return nil
 	})
 	return n, alice, bob, bobAtAlice, aliceAtBob
+}
+
+// detected waits until client i's log holds each of the reasons (the
+// client's own words for what it refused: the error of a sync, a
+// subscription, a deposit).
+func detected(t testing.TB, n *Net, i int, reasons ...string) {
+	t.Helper()
+	for _, r := range reasons {
+		eventually(t, fmt.Sprintf("client %d to detect %q", i, r), func() error {
+			if !bytes.Contains(n.ClientLogs[i].Bytes(), []byte(r)) {
+				return errNotYet
+			}
+			return nil
+		})
+	}
 }
 
 // dropper drops one entry of a mailbox, chosen as the k-th (0-based) the
@@ -182,6 +199,7 @@ func TestRogueReordersEntries(t *testing.T) {
 	checkShown(t, bob, rec, aliceAtBob, want, false)
 	waitCount(t, rg, "reordered-push", 1)
 	waitCount(t, rg, "reordered-sync", 1)
+	detected(t, n, 1, "out of order")
 	// Bob keeps working with the rogue's misbehaviour going on.
 	more := []string{"five", "six"}
 	send(t, alice, bobAtAlice, more...)
@@ -191,29 +209,29 @@ func TestRogueReordersEntries(t *testing.T) {
 // rewrap returns env addressed to mb with a new postage nonce (so a new
 // CID) and the same ciphertext: what a relay can make of an envelope
 // without any key, since the postage and the address are outside the
-// ratchet's authentication.
-func rewrap(t testing.TB, env []byte, mb wire.Mailbox, salt uint64) []byte {
-	t.Helper()
+// ratchet's authentication. (Rogue behaviours call it from the rogue's
+// goroutines, so it panics rather than failing the test: env is always a
+// valid envelope.)
+func rewrap(_ testing.TB, env []byte, mb wire.Mailbox, salt uint64) []byte {
 	e, err := wire.ParseEnvelope(env)
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
 	e2 := *e
 	e2.Mailbox = mb
 	e2.Postage ^= salt
 	b, err := e2.Marshal()
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
 	return b
 }
 
 // stamped is an entry with the rogue's own valid stamp.
-func stamped(t testing.TB, r *Rogue, env []byte, mb wire.Mailbox, seq uint64) *pb.Entry {
-	t.Helper()
+func stamped(_ testing.TB, r *Rogue, env []byte, mb wire.Mailbox, seq uint64) *pb.Entry {
 	st, err := r.Stamp(env, mb, seq)
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
 	return &pb.Entry{Envelope: env, Stamp: st}
 }
@@ -230,7 +248,8 @@ func TestRogueReplaysEntries(t *testing.T) {
 	rec := record(bob)
 	rg := n.Rogue
 	mb := bob.Mailbox()
-	var seq uint64 = 1000
+	var seqs atomic.Uint64
+	seqs.Store(1000)
 	rg.SetBehavior(Behavior{
 		Push: func(m wire.Mailbox, e *pb.Entry) []*pb.Entry {
 			if m != mb {
@@ -239,7 +258,7 @@ func TestRogueReplaysEntries(t *testing.T) {
 			out := []*pb.Entry{e, e}
 			for _, h := range rg.Held(mb) {
 				out = append(out, h.Entry())
-				seq++
+				seq := seqs.Add(1)
 				out = append(out, stamped(t, rg, rewrap(t, h.Envelope, mb, seq), mb, seq))
 			}
 			rg.Note("replayed-push")
@@ -257,12 +276,14 @@ func TestRogueReplaysEntries(t *testing.T) {
 	send(t, alice, bobAtAlice, want...)
 	checkShown(t, bob, rec, aliceAtBob, want, false)
 	waitCount(t, rg, "replayed-push", 3)
+	waitCount(t, rg, "replayed-sync", 1)
+	detected(t, n, 1, "out of order")
 
 	// Later replays of everything bob already stored and acked, under the
 	// old CIDs and under new ones; then a new message still arrives once.
 	for _, h := range rg.Held(mb) {
 		rg.PushRaw(mb, h.Entry())
-		seq++
+		seq := seqs.Add(1)
 		rg.PushRaw(mb, stamped(t, rg, rewrap(t, h.Envelope, mb, seq), mb, seq))
 	}
 	rg.SetBehavior(Behavior{Sync: func(m wire.Mailbox, es []*pb.Entry, wms []*pb.Position) ([]*pb.Entry, []*pb.Position) {
@@ -270,7 +291,7 @@ func TestRogueReplaysEntries(t *testing.T) {
 		// cursor says is covered: only uncovered ones pass rpc's check.
 		var out []*pb.Entry
 		for _, h := range rg.Held(m) {
-			seq++
+			seq := seqs.Add(1)
 			out = append(out, stamped(t, rg, rewrap(t, h.Envelope, m, seq), m, seq))
 		}
 		slices.SortFunc(out, func(a, b *pb.Entry) int { return bytes.Compare(a.Stamp, b.Stamp) })
@@ -306,13 +327,13 @@ func TestRogueServesAnotherMailbox(t *testing.T) {
 		return nil
 	})
 	mb := bob.Mailbox()
-	var seq uint64 = 5000
+	var seqs atomic.Uint64
+	seqs.Store(5000)
 	foreign := func() []*pb.Entry {
 		var out []*pb.Entry
 		for _, h := range rg.Held(alice.Mailbox()) {
 			out = append(out, h.Entry())
-			seq++
-			out = append(out, stamped(t, rg, rewrap(t, h.Envelope, mb, 0), mb, seq))
+			out = append(out, stamped(t, rg, rewrap(t, h.Envelope, mb, 0), mb, seqs.Add(1)))
 		}
 		return out
 	}
@@ -340,6 +361,7 @@ func TestRogueServesAnotherMailbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCount(t, rg, "foreign-sync", 1)
+	detected(t, n, 1, "entry of another mailbox")
 	send(t, alice, bobAtAlice, "four")
 	checkShown(t, bob, rec, aliceAtBob, append(want, "four"), false)
 	if got := history(t, bob, aliceAtBob, client.Outgoing); !slices.Equal(got, []string{"from bob"}) {
@@ -413,6 +435,7 @@ func TestRogueForeignStamps(t *testing.T) {
 	waitCount(t, rg, "swapped-stamp", 1)
 	waitCount(t, rg, "impersonated-origin", 1)
 	waitCount(t, rg, "restamped", 1)
+	detected(t, n, 1, "cid does not match the envelope", "signed receipt from "+honest.String()+": bad signature")
 	send(t, alice, bobAtAlice, "four")
 	checkShown(t, bob, rec, aliceAtBob, append(want, "four"), false)
 }
@@ -521,6 +544,7 @@ func TestRogueForgesReceipts(t *testing.T) {
 		}
 	}
 	checkShown(t, bob, rec, aliceAtBob, want, false)
+	detected(t, n, 0, "bad signature", "receipt for another envelope", "not the relay")
 	// Every message is held by both honest relays: the forged receipts
 	// were not taken for storage.
 	for _, r := range n.Relays {
