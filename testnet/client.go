@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/cairn-net/cairn/client"
 )
 
@@ -88,7 +90,8 @@ func (cl *Client) Bootstrap() []string {
 
 // Config returns the client's configuration: its data directory and key,
 // its bootstrap relays, the cluster's R, clock and logger, retry and sync
-// timings short enough for tests, then Options.ClientConfig.
+// timings short enough for tests, then Options.ClientConfig. Online adds
+// the cluster's connection gater (in front of any gater ClientConfig set).
 func (cl *Client) Config() client.Config {
 	c := cl.c
 	cfg := client.Config{
@@ -113,7 +116,9 @@ func (cl *Client) Config() client.Config {
 }
 
 // Online opens the client on its data directory and starts it (it does
-// not wait for any relay, like client.Start). It is a no-op when the
+// not wait for any relay, like client.Start: call WaitReady on it for
+// that). The cluster learns the client's peer ID before it starts, so
+// partitions apply to it from its first dial. It is a no-op when the
 // client is online.
 func (cl *Client) Online(ctx context.Context) error {
 	cl.mu.Lock()
@@ -124,12 +129,16 @@ func (cl *Client) Online(ctx context.Context) error {
 	if cl.c.ctx.Err() != nil {
 		return ErrClosed
 	}
-	x, err := client.New(cl.Config())
+	cfg := cl.Config()
+	cfg.ConnectionGater = &clientGater{c: cl.c, self: cl.key(), inner: cfg.ConnectionGater}
+	x, err := client.New(cfg)
 	if err != nil {
 		return fmt.Errorf("testnet: %s: %w", cl, err)
 	}
+	cl.c.setClientPeer(x.PeerID(), cl.key())
 	if err := x.Start(ctx); err != nil {
 		_ = x.Close()
+		cl.c.setClientPeer(x.PeerID(), memberKey{})
 		return fmt.Errorf("testnet: %s: %w", cl, err)
 	}
 	cl.cl = x
@@ -148,5 +157,19 @@ func (cl *Client) Offline() error {
 		return nil
 	}
 	cl.c.logf("offline", "client", cl.String())
-	return x.Close()
+	err := x.Close()
+	cl.c.setClientPeer(x.PeerID(), memberKey{})
+	return err
+}
+
+// setClientPeer attributes a client's peer ID to member m (zero: forget
+// it).
+func (c *Cluster) setClientPeer(p peer.ID, m memberKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m.zero() {
+		delete(c.clientPeers, p)
+	} else {
+		c.clientPeers[p] = m
+	}
 }

@@ -89,8 +89,9 @@ func New(t testing.TB, opts ...Option) *Cluster {
 }
 
 // Start builds a cluster and returns once every relay's routing table is
-// populated (Options.Ready) and every client is started. ctx bounds the
-// start; on failure everything started is closed again.
+// populated (Options.Ready) and every client is started and online
+// (client.Client.WaitReady). ctx bounds the start; on failure everything
+// started is closed again.
 func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	o.defaults()
 	if o.Relays < 1 || o.Clients < 0 || o.R < 1 {
@@ -175,6 +176,11 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		c.Clients = append(c.Clients, cl)
 		if err := cl.Online(ctx); err != nil {
 			return nil, err
+		}
+	}
+	for _, cl := range c.Clients {
+		if err := cl.Client().WaitReady(ctx); err != nil {
+			return nil, fmt.Errorf("testnet: %s: %w", cl, err)
 		}
 	}
 	return c, nil

@@ -51,20 +51,21 @@
 // of its links (a link's upstream socket is bound, and registered, before
 // it connects, so the gater can recognise it). After the security handshake
 // the gater tells the link who dialed, so a fault can be set per pair of
-// members (SetPairFault) or for every link of a member (SetFault). A client,
-// whose libp2p key is fresh at every start, is recognised by the first
-// connection it makes through one of its own links.
+// members (SetPairFault) or for every link of a member (SetFault). A
+// client's libp2p key is fresh at every start; Online registers its peer
+// ID (client.Client.PeerID) before the client starts, so every connection
+// it makes is attributed. A client's own links are for that client only.
 //
-// Partitions are enforced by the gater of every relay (dials and
-// connections across the cut are refused) and by closing the connections
-// that cross the cut at once, at the relays and in the links. A partition
-// blocks relay–relay and client–relay traffic; clients never talk to each
-// other directly. Heal clears the relays' dial backoffs and reconnects the
-// mesh.
+// Partitions are enforced by the gater of every relay and of every online
+// client (client.Config.ConnectionGater): dials and connections across the
+// cut are refused; and by closing the connections that cross the cut at
+// once, at the relays and in the links. A partition blocks relay–relay and
+// client–relay traffic; clients never talk to each other directly. Heal
+// clears the relays' dial backoffs and reconnects the mesh.
 //
 // With Options.DirectLinks, members dial the relays' own addresses: no
-// proxy hop (benchmarks), but no delay or drop, and clients cannot be
-// recognised, so partitions block relays only.
+// proxy hop (benchmarks), but no delay or drop; partitions still block
+// relays and clients.
 //
 // # As processes
 //

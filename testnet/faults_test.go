@@ -3,8 +3,11 @@ package testnet_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cairn-net/cairn/client"
 	"github.com/cairn-net/cairn/relay"
@@ -295,5 +298,74 @@ func TestOptionsReachMembers(t *testing.T) {
 	}
 	if c.R() != 2 {
 		t.Errorf("R() = %d", c.R())
+	}
+}
+
+// connsFrom counts the connections the running relays have from peer p.
+func connsFrom(c *testnet.Cluster, p peer.ID) int {
+	n := 0
+	for _, r := range c.Relays {
+		if node := r.Node(); node != nil {
+			n += len(node.Host().Network().ConnsToPeer(p))
+		}
+	}
+	return n
+}
+
+// Clients are partitioned exactly, with links or without (DirectLinks):
+// an isolated client has no connection to any relay and cannot sync; a
+// client that comes online while isolated never connects; healing brings
+// both back.
+func TestPartitionClients(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) {
+			opts := []testnet.Option{testnet.WithRelays(3), testnet.WithClients(2), testnet.WithLogger(testLogger())}
+			if direct {
+				opts = append(opts, testnet.WithDirectLinks())
+			}
+			c := testnet.New(t, opts...)
+			alice, bob := c.Clients[0], c.Clients[1]
+			if n := connsFrom(c, alice.Client().PeerID()); n == 0 {
+				t.Fatal("an online client has no connection to any relay")
+			}
+
+			c.Isolate(alice)
+			if n := connsFrom(c, alice.Client().PeerID()); n != 0 {
+				t.Fatalf("%d connections from the isolated client", n)
+			}
+			if err := alice.Client().Sync(ctxT(t)); !errors.Is(err, client.ErrNoRelay) {
+				t.Fatalf("sync of an isolated client: %v, want ErrNoRelay", err)
+			}
+			if err := bob.Offline(); err != nil {
+				t.Fatal(err)
+			}
+			c.Partition([]testnet.Member{alice}, []testnet.Member{bob})
+			if err := bob.Online(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			if err := bob.Client().WaitReady(ctxT(t)); !errors.Is(err, client.ErrNoRelay) {
+				t.Fatalf("WaitReady of a client isolated before it started: %v, want ErrNoRelay", err)
+			}
+			if n := connsFrom(c, bob.Client().PeerID()); n != 0 {
+				t.Fatalf("%d connections from a client isolated before it started", n)
+			}
+
+			c.Heal()
+			for _, cl := range []*testnet.Client{alice, bob} {
+				if err := cl.Client().WaitReady(ctxT(t)); err != nil {
+					t.Fatalf("%s after heal: %v", cl, err)
+				}
+			}
+			inv, err := bob.Client().Invite()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ct, err := alice.Client().AcceptInvite(inv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			send(t, alice.Client(), ct.ID, "after heal")
+			waitBodies(t, bob.Client(), contactOf(t, bob.Client(), alice.Client()), client.Incoming, []string{"after heal"})
+		})
 	}
 }

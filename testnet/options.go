@@ -40,7 +40,7 @@ type Options struct {
 	ClientConfig func(i int, cfg *client.Config)
 	// DirectLinks makes members dial the relays' own addresses instead of
 	// links: no proxy hop (benchmarks), but Delay and DropRate faults are
-	// unavailable and clients cannot be partitioned (relays still can).
+	// unavailable (partitions still apply to relays and clients).
 	DirectLinks bool
 	// Neighbors and RandomNeighbors shape the initial mesh: each relay
 	// connects to its Neighbors XOR-closest relays and RandomNeighbors

@@ -3,6 +3,7 @@ package testnet
 import (
 	"fmt"
 
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -79,12 +80,10 @@ func (p *partition) allowed(a, b memberKey) bool {
 // reach each other, and members listed in no side form one more side
 // together. It replaces any earlier partition (single cuts stay), and
 // closes the connections across the cut at once: at the relays (every
-// relay's connection gater refuses them from now on) and in the links.
-//
-// A client is recognised by the relays once it has connected through one
-// of its own links (its bootstrap addresses), which a started client does
-// first; with Options.DirectLinks clients cannot be recognised and are
-// never blocked (see the package doc).
+// relay's connection gater, and every client's, refuses them from now on)
+// and in the links. Clients are blocked exactly, with or without links:
+// the cluster knows each client's peer ID before it starts
+// (client.Client.PeerID).
 func (c *Cluster) Partition(sides ...[]Member) {
 	c.mu.Lock()
 	c.part.sides = map[memberKey]int{}
@@ -136,8 +135,8 @@ func (c *Cluster) allowed(a, b memberKey) bool {
 	return c.part.allowed(a, b)
 }
 
-// memberOf attributes a peer ID: a relay of the cluster, a client seen
-// through its own link, or unknown.
+// memberOf attributes a peer ID: a relay of the cluster, an online client
+// of it (registered by Online before it starts), or unknown.
 func (c *Cluster) memberOf(p peer.ID) memberKey {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -175,8 +174,9 @@ func (c *Cluster) enforce() {
 
 // gater is the connection gater of one relay: it applies the partition,
 // keeps relay-to-relay dials on the links, refuses inbound connections
-// that did not come through a link (so that faults cannot be bypassed),
-// and tells a link who is on the other side of each connection.
+// that did not come through a link (so that faults cannot be bypassed) or
+// that came through another client's own link, and tells a link who is on
+// the other side of each connection.
 type gater struct {
 	c    *Cluster
 	self memberKey
@@ -218,18 +218,11 @@ func (g *gater) InterceptSecured(dir network.Direction, p peer.ID, cm network.Co
 	src := g.c.memberOf(p)
 	if dir == network.DirInbound && g.c.links != nil {
 		if pc := g.c.links.lookup(cm.RemoteMultiaddr()); pc != nil {
-			if via := pc.p.via; via.kind == kindClient {
-				switch {
-				case src.zero():
-					g.c.mu.Lock()
-					g.c.clientPeers[p] = via
-					g.c.mu.Unlock()
-					src = via
-				case src != via:
-					// A client using another member's link (an invite's
-					// hints): refuse, so that it uses its own.
-					return false
-				}
+			if via := pc.p.via; via.kind == kindClient && src != via {
+				// Only the client a link belongs to may use it (an
+				// invite's hints hand it to others): its faults and cuts
+				// are that client's.
+				return false
 			}
 			pc.setSource(src)
 		}
@@ -239,4 +232,40 @@ func (g *gater) InterceptSecured(dir network.Direction, p peer.ID, cm network.Co
 
 func (g *gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
 	return true, 0
+}
+
+// clientGater is the connection gater of one online client
+// (client.Config.ConnectionGater): it applies the partition on the
+// client's side, so a client cut off from a relay does not even dial it,
+// with or without links. inner is the gater Options.ClientConfig set, if
+// any: both must allow.
+type clientGater struct {
+	c     *Cluster
+	self  memberKey
+	inner connmgr.ConnectionGater
+}
+
+func (g *clientGater) allowed(p peer.ID) bool { return g.c.allowed(g.self, g.c.memberOf(p)) }
+
+func (g *clientGater) InterceptPeerDial(p peer.ID) bool {
+	return g.allowed(p) && (g.inner == nil || g.inner.InterceptPeerDial(p))
+}
+
+func (g *clientGater) InterceptAddrDial(p peer.ID, a ma.Multiaddr) bool {
+	return g.allowed(p) && (g.inner == nil || g.inner.InterceptAddrDial(p, a))
+}
+
+func (g *clientGater) InterceptAccept(cm network.ConnMultiaddrs) bool {
+	return g.inner == nil || g.inner.InterceptAccept(cm)
+}
+
+func (g *clientGater) InterceptSecured(dir network.Direction, p peer.ID, cm network.ConnMultiaddrs) bool {
+	return g.allowed(p) && (g.inner == nil || g.inner.InterceptSecured(dir, p, cm))
+}
+
+func (g *clientGater) InterceptUpgraded(conn network.Conn) (bool, control.DisconnectReason) {
+	if g.inner == nil {
+		return true, 0
+	}
+	return g.inner.InterceptUpgraded(conn)
 }
