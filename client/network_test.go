@@ -177,15 +177,21 @@ func TestClientRelaysDownAndBack(t *testing.T) {
 	}
 }
 
+// trio starts a relay and three clients; alice and carol accept bob's
+// invite.
+func trio(t *testing.T) (bob, alice, carol *client.Client, bobAtAlice, bobAtCarol client.ContactID) {
+	t.Helper()
+	r := startRelay(t, nil)
+	bob = newClient(t, testConfig(t.TempDir(), addrs(r)))
+	alice = newClient(t, testConfig(t.TempDir(), addrs(r)))
+	carol = newClient(t, testConfig(t.TempDir(), addrs(r)))
+	return bob, alice, carol, introduce(t, alice, bob), introduce(t, carol, bob)
+}
+
 // One client talks with two others at once: trial decryption picks the
 // right session for every message, and each conversation keeps its order.
 func TestClientSeveralContacts(t *testing.T) {
-	r := startRelay(t, nil)
-	bob := newClient(t, testConfig(t.TempDir(), addrs(r)))
-	alice := newClient(t, testConfig(t.TempDir(), addrs(r)))
-	carol := newClient(t, testConfig(t.TempDir(), addrs(r)))
-	bobAtAlice := introduce(t, alice, bob)
-	bobAtCarol := introduce(t, carol, bob)
+	bob, alice, carol, bobAtAlice, bobAtCarol := trio(t)
 	for i := 1; i <= 20; i++ {
 		sendAll(t, alice, bobAtAlice, msgs("a", i, i))
 		sendAll(t, carol, bobAtCarol, msgs("c", i, i))
@@ -308,12 +314,7 @@ func rejects(t *testing.T, r *testRelay, status string) float64 {
 // Message.Seq is the order in which a client stored its messages across
 // conversations: merged by it, two conversations read in arrival order.
 func TestClientMessageSeqAcrossContacts(t *testing.T) {
-	r := startRelay(t, nil)
-	bob := newClient(t, testConfig(t.TempDir(), addrs(r)))
-	alice := newClient(t, testConfig(t.TempDir(), addrs(r)))
-	carol := newClient(t, testConfig(t.TempDir(), addrs(r)))
-	bobAtAlice := introduce(t, alice, bob)
-	bobAtCarol := introduce(t, carol, bob)
+	bob, alice, carol, bobAtAlice, bobAtCarol := trio(t)
 	sendAll(t, alice, bobAtAlice, []string{"a1"})
 	aliceAtBob := contactOf(t, bob, alice)
 	waitBodies(t, bob, aliceAtBob, client.Incoming, []string{"a1"})

@@ -52,6 +52,18 @@ func byDistance(rs []*testRelay, mb wire.Mailbox) []*testRelay {
 	return out
 }
 
+// clusterAndIdentity starts n relays that know each other and makes an
+// identity (offline, no bootstrap relay yet) whose config, invite and
+// relays by distance to its mailbox it returns.
+func clusterAndIdentity(t *testing.T, n int) (rs []*testRelay, cfg client.Config, invite string, near []*testRelay) {
+	t.Helper()
+	rs = startCluster(t, n, nil)
+	waitMesh(t, rs)
+	cfg = testConfig(t.TempDir(), nil)
+	mb, invite := newIdentity(t, cfg)
+	return rs, cfg, invite, byDistance(rs, mb)
+}
+
 // newIdentity makes a client on dir, offline, and returns its mailbox and
 // invite.
 func newIdentity(t *testing.T, cfg client.Config) (wire.Mailbox, string) {
@@ -129,11 +141,7 @@ func ctxT(t *testing.T) context.Context {
 // Sync waits until the client is online and asks the DHT, instead of
 // syncing the bootstrap relay alone (which holds nothing of the mailbox).
 func TestClientFirstSyncUsesDHTReplicaSet(t *testing.T) {
-	rs := startCluster(t, 6, nil)
-	waitMesh(t, rs)
-	bobCfg := testConfig(t.TempDir(), nil)
-	mb, invite := newIdentity(t, bobCfg)
-	near := byDistance(rs, mb)
+	rs, bobCfg, invite, near := clusterAndIdentity(t, 6)
 	far := near[len(near)-1]
 
 	alice := newClient(t, testConfig(t.TempDir(), addrs(rs...)))
@@ -170,11 +178,7 @@ func TestClientFirstSyncUsesDHTReplicaSet(t *testing.T) {
 // that is not a replica, and a message sent afterwards arrives without any
 // sync round being due (SyncInterval is an hour).
 func TestClientWaitReadySubscribesOnReplica(t *testing.T) {
-	rs := startCluster(t, 6, nil)
-	waitMesh(t, rs)
-	bobCfg := testConfig(t.TempDir(), nil)
-	mb, invite := newIdentity(t, bobCfg)
-	near := byDistance(rs, mb)
+	rs, bobCfg, invite, near := clusterAndIdentity(t, 6)
 	far := near[len(near)-1]
 
 	bobCfg.Bootstrap = addrs(far)
@@ -392,15 +396,7 @@ func TestClientConnectionGater(t *testing.T) {
 	if err := alice.WaitReady(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	bobAtAlice := introduce(t, alice, bob)
-	ids := sendAll(t, alice, bobAtAlice, msgs("a", 1, 3))
-	aliceAtBob := contactOf(t, bob, alice)
-	waitBodies(t, bob, aliceAtBob, client.Incoming, msgs("a", 1, 3))
-	sendAll(t, bob, aliceAtBob, msgs("b", 1, 3))
-	waitBodies(t, alice, bobAtAlice, client.Incoming, msgs("b", 1, 3))
-	for _, id := range ids {
-		waitFor(t, "delivered", func() bool { return status(t, alice, id) == client.StatusDelivered })
-	}
+	converse(t, alice, bob, 3)
 	if g.refused.Load() == 0 {
 		t.Error("the gater was never asked about the blocked relay")
 	}

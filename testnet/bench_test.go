@@ -139,15 +139,8 @@ func pair(b *testing.B, c *testnet.Cluster) (a, bb *testnet.Client, bAtA client.
 	if err != nil {
 		b.Fatal(err)
 	}
-	inv, err := bb.Client().Invite()
-	if err != nil {
-		b.Fatal(err)
-	}
-	ct, err := a.Client().AcceptInvite(inv)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := a.Client().Send(ctx, ct.ID, []byte("hello")); err != nil {
+	bAtA = introduce(b, a.Client(), bb.Client())
+	if _, err := a.Client().Send(ctx, bAtA, []byte("hello")); err != nil {
 		b.Fatal(err)
 	}
 	aAtB := contactOf(b, bb.Client(), a.Client())
@@ -157,7 +150,7 @@ func pair(b *testing.B, c *testnet.Cluster) (a, bb *testnet.Client, bAtA client.
 	if err := bb.Client().Flush(ctx); err != nil {
 		b.Fatal(err)
 	}
-	return a, bb, ct.ID
+	return a, bb, bAtA
 }
 
 // countReceived counts MessageReceived events (and what EventsDropped

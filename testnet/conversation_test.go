@@ -54,6 +54,21 @@ func waitBodies(t testing.TB, c *client.Client, contact client.ContactID, dir cl
 	}, fmt.Sprintf("messages %q", want))
 }
 
+// introduce makes b a contact of a (a accepts b's invite) and returns b's
+// contact ID at a.
+func introduce(t testing.TB, a, b *client.Client) client.ContactID {
+	t.Helper()
+	inv, err := b.Invite()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := a.AcceptInvite(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ct.ID
+}
+
 func send(t testing.TB, c *client.Client, to client.ContactID, body string) client.MessageID {
 	t.Helper()
 	id, err := c.Send(context.Background(), to, []byte(body))
@@ -79,15 +94,7 @@ func status(t testing.TB, c *client.Client, id client.MessageID) client.Status {
 func TestConversationThroughCluster(t *testing.T) {
 	c := testnet.New(t, testnet.WithRelays(3), testnet.WithClients(2), testnet.WithLogger(testLogger()))
 	alice, bob := c.Clients[0], c.Clients[1]
-	inv, err := bob.Client().Invite()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ct, err := alice.Client().AcceptInvite(inv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bobAtAlice := ct.ID
+	bobAtAlice := introduce(t, alice.Client(), bob.Client())
 	send(t, alice.Client(), bobAtAlice, "hello bob")
 	aliceAtBob := contactOf(t, bob.Client(), alice.Client())
 	waitBodies(t, bob.Client(), aliceAtBob, client.Incoming, []string{"hello bob"})

@@ -356,15 +356,7 @@ func TestPartitionClients(t *testing.T) {
 					t.Fatalf("%s after heal: %v", cl, err)
 				}
 			}
-			inv, err := bob.Client().Invite()
-			if err != nil {
-				t.Fatal(err)
-			}
-			ct, err := alice.Client().AcceptInvite(inv)
-			if err != nil {
-				t.Fatal(err)
-			}
-			send(t, alice.Client(), ct.ID, "after heal")
+			send(t, alice.Client(), introduce(t, alice.Client(), bob.Client()), "after heal")
 			waitBodies(t, bob.Client(), contactOf(t, bob.Client(), alice.Client()), client.Incoming, []string{"after heal"})
 		})
 	}
