@@ -243,7 +243,8 @@ func startAttack(t testing.TB, r *relay.Node, m attackMix) *attack {
 // stream allowance (each flooder at five times its per-peer rate) — while two honest clients converse through it: every
 // message arrives once, in order, each side sees its messages delivered,
 // and an honest rpc round trip works. (The throughput ratio is measured by
-// BenchmarkHonestUnderAttack.)
+// BenchmarkHonestUnderAttack.) The heap the relay holds stays within what
+// its config allows these attackers.
 func TestHostileHonestServedDuringAttack(t *testing.T) {
 	n := StartNet(t, NetOptions{Relays: 1, R: 1, Clients: 2, RelayConfig: func(_ int, c *relay.Config) {
 		c.ResourceManager = nil
@@ -255,7 +256,9 @@ func TestHostileHonestServedDuringAttack(t *testing.T) {
 	alice, bob := n.Clients[0], n.Clients[1]
 	recA, recB := record(alice), record(bob)
 	bobAtAlice, aliceAtBob := introduce(t, alice, bob)
-	a := startAttack(t, r, attackMix{Pace: 5, RequestFlooders: 4, DepositFlooders: 2, SlowSubscribers: 4, Malformed: true, StreamHolder: true})
+	mix := attackMix{Pace: 5, RequestFlooders: 4, DepositFlooders: 2, SlowSubscribers: 4, Malformed: true, StreamHolder: true}
+	base := Measure(RelayHeap)
+	a := startAttack(t, r, mix)
 	// The honest clients start once every attack is being refused.
 	eventually(t, "the attack in full swing", func() error {
 		for _, k := range []string{pb.Status_STATUS_RATE_LIMITED.String(), "deposit-RATE_LIMITED", "malformed-reset", "malformed-" + pb.Status_STATUS_AUTH_STALE.String()} {
@@ -288,8 +291,29 @@ func TestHostileHonestServedDuringAttack(t *testing.T) {
 		return nil
 	})
 	honestRoundTrip(t, r)
+	during := Measure(RelayHeap)
 	got := a.stop()
+	after := Measure(RelayHeap)
 	t.Logf("attack answers: %v", got)
+	// Memory: what the config lets the relay hold for these attackers —
+	// each deposit stream's budget, each subscriber's queue, a control
+	// frame per stream the holder may keep open — and 8 MiB of slack (the
+	// honest clients' streams, admission state, the replay cache).
+	cfg := r.Config()
+	bound := uint64(mix.DepositFlooders+1)*uint64(cfg.DepositStreamBytes) +
+		uint64(mix.SlowSubscribers)*uint64(cfg.SubscriberQueueBytes) +
+		uint64(cfg.MaxStreamsPerPeer)*rpc.MaxControlFrame + 8<<20
+	for _, m := range []struct {
+		name string
+		mem  Memory
+	}{{"during", during}, {"after", after}} {
+		if m.mem.Attributed > base.Attributed+bound {
+			t.Errorf("%s the attack the relay holds %d B of heap (base %d B), bound %d B", m.name, m.mem.Attributed, base.Attributed, bound)
+		}
+	}
+	t.Logf("relay-held heap: base %d KiB, during %d KiB, after %d KiB (bound +%d KiB); heap in use %d → %d → %d MiB; RSS %d → %d → %d MiB",
+		base.Attributed>>10, during.Attributed>>10, after.Attributed>>10, bound>>10,
+		base.HeapInuse>>20, during.HeapInuse>>20, after.HeapInuse>>20, base.RSS>>20, during.RSS>>20, after.RSS>>20)
 	if got.get("NO_ANSWER")+got.get("deposit-NO_ANSWER") > 0 {
 		t.Errorf("attack requests without an answer: %v", got)
 	}

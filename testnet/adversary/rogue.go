@@ -124,6 +124,7 @@ func NewRogue(key crypto.PrivKey) (*Rogue, error) {
 		dht.ProtocolPrefix(wire.DHTPrefix),
 		dht.DisableProviders(),
 		dht.DisableValues(),
+		dht.BootstrapPeers(),
 	)
 	if err != nil {
 		_ = h.Close()
@@ -181,6 +182,10 @@ func (r *Rogue) Key() crypto.PrivKey { return r.key }
 
 // Host returns the rogue's libp2p host.
 func (r *Rogue) Host() host.Host { return r.host }
+
+// RPC returns an rpc.Client on the rogue's host: the rogue uses it to
+// speak to honest relays as a replica (replicate, reconcile).
+func (r *Rogue) RPC() *rpc.Client { return &rpc.Client{Host: r.host, Timeout: rogueTimeout} }
 
 // DHT returns the rogue's DHT.
 func (r *Rogue) DHT() *dht.IpfsDHT { return r.dht }
