@@ -638,7 +638,7 @@ func (c *Client) Start(ctx context.Context) error {
 	c.mu.Unlock()
 	c.runCtx, c.cancel = context.WithCancel(dialCtx(context.Background()))
 	c.started = true
-	n.dialBootstrap()
+	_, _ = n.dialBootstrap()
 	c.kick(c.kickSync)
 	c.wg.Go(func() { c.sendLoop(c.runCtx) })
 	c.wg.Go(func() { c.recvLoop(c.runCtx) })

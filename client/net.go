@@ -53,6 +53,7 @@ type netState struct {
 	info     map[peer.ID]*rpc.Info
 	streams  map[peer.ID]*rpc.DepositStream
 	round    chan struct{} // closed when the running bootstrap round ends; nil: none runs
+	rounds   uint64        // bootstrap rounds started
 	closed   bool
 }
 
@@ -149,18 +150,20 @@ func (n *netState) routable() bool { return n.dht.RoutingTable().Size() > 0 }
 func (n *netState) connected() bool { return len(n.host.Network().Peers()) > 0 }
 
 // dialBootstrap starts a round of dials to every bootstrap relay, unless
-// one is running, and returns a channel closed when that round ends.
-func (n *netState) dialBootstrap() <-chan struct{} {
+// one is running, and returns a channel closed when that round ends and
+// the round's number (rounds are numbered from 1 in the order they start).
+func (n *netState) dialBootstrap() (<-chan struct{}, uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.round != nil {
-		return n.round
+		return n.round, n.rounds
 	}
 	ch := make(chan struct{})
 	if n.closed {
 		close(ch)
-		return ch
+		return ch, n.rounds
 	}
+	n.rounds++
 	n.round = ch
 	n.wg.Go(func() {
 		n.connectBootstrap(n.ctx)
@@ -169,28 +172,37 @@ func (n *netState) dialBootstrap() <-chan struct{} {
 		n.mu.Unlock()
 		close(ch)
 	})
-	return ch
+	return ch, n.rounds
 }
 
 // waitOnline waits until the routing table holds a relay and returns nil.
 // It returns ErrNoRelay when no relay is connected after a round of
-// bootstrap dials that ended after the call (it starts one when no relay
-// is connected), ErrClosed when the network closes, or ctx's error.
+// bootstrap dials that started after the call ended (it starts one when no
+// relay is connected; a round already running is waited for first, since
+// it may have dialed before a relay came back), ErrClosed when the network
+// closes, or ctx's error.
 func (n *netState) waitOnline(ctx context.Context) error {
 	poll := time.NewTicker(onlinePoll)
 	defer poll.Stop()
+	n.mu.Lock()
+	before := n.rounds // rounds started before the call
+	n.mu.Unlock()
 	var round <-chan struct{}
+	var num uint64
 	dialed := false
 	for {
 		if n.routable() {
 			return nil
+		}
+		if n.ctx.Err() != nil {
+			return ErrClosed
 		}
 		if !n.connected() {
 			if dialed {
 				return ErrNoRelay
 			}
 			if round == nil {
-				round = n.dialBootstrap()
+				round, num = n.dialBootstrap()
 			}
 		}
 		select {
@@ -199,7 +211,7 @@ func (n *netState) waitOnline(ctx context.Context) error {
 		case <-n.ctx.Done():
 			return ErrClosed
 		case <-round:
-			round, dialed = nil, true
+			round, dialed = nil, num > before
 		case <-poll.C:
 		}
 	}
@@ -467,10 +479,10 @@ func (n *netState) dropStream(relay peer.ID, s *rpc.DepositStream) {
 func (n *netState) close() {
 	n.mu.Lock()
 	n.closed = true
+	n.cancel() // with closed: no round starts after this
 	streams := n.streams
 	n.streams = map[peer.ID]*rpc.DepositStream{}
 	n.mu.Unlock()
-	n.cancel()
 	n.wg.Wait()
 	for _, s := range streams {
 		s.Reset()
