@@ -8,10 +8,11 @@ import "context"
 // alone. It returns nil then.
 //
 // It returns ErrNoRelay when every bootstrap relay was tried and none
-// could be reached: the round of dials Start began, or, when the client
-// has no relay connection at the call, a new round WaitReady begins. The
-// client keeps trying in the background (each deposit and sync dials
-// again), so WaitReady may be called again later. It returns
+// could be reached, in a round of dials that began after the call:
+// WaitReady begins one when the client has no relay connection (after the
+// round under way, if any, which may have dialed before a relay came
+// back). The client keeps trying in the background (each deposit and sync
+// dials again), so WaitReady may be called again later. It returns
 // ErrNotStarted before Start, ErrClosed once Close is called, and ctx's
 // error when ctx ends first.
 //

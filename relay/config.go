@@ -14,6 +14,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/time/rate"
 
+	"github.com/cairn-net/cairn/store"
 	"github.com/cairn-net/cairn/wire"
 )
 
@@ -32,6 +33,13 @@ type Config struct {
 	// ListenAddrs are the multiaddrs to listen on (TCP and QUIC).
 	// Default: /ip4/0.0.0.0/tcp/4001 and /ip4/0.0.0.0/udp/4001/quic-v1.
 	ListenAddrs []ma.Multiaddr
+	// AnnounceAddrs, if set, are the multiaddrs the relay advertises
+	// instead of its listen addresses: what identify sends its peers (and
+	// its signed peer record holds), so what the DHT hands out to others
+	// who look for it, and what Node.AddrInfo returns. For a relay behind
+	// a port forward or a proxy, or a testnet whose relays listen on one
+	// address and are reached on another. Empty: the listen addresses.
+	AnnounceAddrs []ma.Multiaddr
 	// BootstrapPeers seed the DHT. Empty: none (never the IPFS ones).
 	BootstrapPeers []peer.AddrInfo
 	// Logger receives structured logs. Nil discards them.
@@ -174,6 +182,13 @@ type Config struct {
 	// MaxCommitBatch bounds one group commit of the store (one fsync, one
 	// receipt signature). Default 256.
 	MaxCommitBatch int
+	// StoreMemoryBytes is the store's memory budget
+	// (store.LogOptions.MemoryBudget): badger's two memtables (1/4 each),
+	// its table-index cache (1/4) and the reconciliation indexes (1/4,
+	// least recently used dropped). Badger's memory-mapped tables are page
+	// cache (RssFile), and its compactors' buffers come on top. Default
+	// 128 MiB; at least 16 MiB.
+	StoreMemoryBytes int64
 
 	// ResourceManager, if set, replaces the resource manager derived from
 	// this Config (tests that need bursts pass network.NullResourceManager).
@@ -190,9 +205,12 @@ type Config struct {
 	// tombstone left by an ack, besides the relay's own replication.
 	Forwarder Forwarder
 
-	// dhtOptions are appended to the DHT's options (tests: a fast local
-	// cluster without auto refresh).
-	dhtOptions []dht.Option
+	// DHTOptions are appended to the node's own DHT options (server mode,
+	// the /cairn protocol prefix, no providers or values, BootstrapPeers),
+	// so they may override them: a testnet passes dht.DisableAutoRefresh()
+	// for a fast local cluster. Options that change the protocol prefix or
+	// the mode take the relay out of the cairn DHT (SPEC.md §14).
+	DHTOptions []dht.Option
 }
 
 // Version is the software version a relay advertises when Config.Version is
@@ -252,6 +270,7 @@ func DefaultConfig() Config {
 		DrainTimeout:             10 * time.Second,
 		GCInterval:               time.Minute,
 		MaxCommitBatch:           256,
+		StoreMemoryBytes:         store.DefaultMemoryBudget,
 	}
 }
 
@@ -261,6 +280,11 @@ var errConfig = errors.New("relay config")
 func (c *Config) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", errConfig, fmt.Sprintf(format, args...))
+	}
+	for _, a := range c.AnnounceAddrs {
+		if len(a.Bytes()) == 0 {
+			return bad("AnnounceAddrs holds an empty multiaddr")
+		}
 	}
 	switch {
 	case c.DataDir == "":
@@ -310,6 +334,8 @@ func (c *Config) validate() error {
 		return bad("DrainTimeout must be positive")
 	case c.MaxCommitBatch < 1 || c.MaxCommitBatch > wire.MaxReceiptBatch:
 		return bad("MaxCommitBatch %d not in [1, %d]", c.MaxCommitBatch, wire.MaxReceiptBatch)
+	case c.StoreMemoryBytes < store.MinMemoryBudget:
+		return bad("StoreMemoryBytes %d below %d", c.StoreMemoryBytes, store.MinMemoryBudget)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -180,7 +181,8 @@ func (n *Node) Registry() *prometheus.Registry { return n.m.reg }
 // Config returns the node's configuration.
 func (n *Node) Config() Config { return n.cfg }
 
-// AddrInfo returns the relay's peer ID and listen addresses.
+// AddrInfo returns the relay's peer ID and the addresses it advertises:
+// Config.AnnounceAddrs if set, else its listen addresses.
 func (n *Node) AddrInfo() peer.AddrInfo {
 	if n.host == nil {
 		return peer.AddrInfo{ID: n.id}
@@ -215,6 +217,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		FateRetention:       n.cfg.FateRetention,
 		GCInterval:          n.cfg.GCInterval,
 		MaxCommitBatch:      n.cfg.MaxCommitBatch,
+		MemoryBudget:        n.cfg.StoreMemoryBytes,
 		OnStored:            n.onStored,
 	})
 	if err != nil {
@@ -268,6 +271,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.cfg.ConnectionGater != nil {
 		hostOpts = append(hostOpts, libp2p.ConnectionGater(n.cfg.ConnectionGater))
 	}
+	if announce := slices.Clone(n.cfg.AnnounceAddrs); len(announce) > 0 {
+		hostOpts = append(hostOpts, libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr {
+			return slices.Clone(announce)
+		}))
+	}
 	h, err := libp2p.New(hostOpts...)
 	if err != nil {
 		_ = rm.Close()
@@ -281,7 +289,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		dht.DisableProviders(),
 		dht.DisableValues(),
 		dht.BootstrapPeers(n.cfg.BootstrapPeers...),
-	}, n.cfg.dhtOptions...)...)
+	}, n.cfg.DHTOptions...)...)
 	if err != nil {
 		return fmt.Errorf("relay: dht: %w", err)
 	}

@@ -170,7 +170,7 @@ func BenchmarkLocateReplicaSet(b *testing.B) {
 		nodes[i] = startNode(b, func(c *Config) {
 			c.ResourceManager = &network.NullResourceManager{}
 			c.AntiEntropyInterval = time.Hour
-			c.dhtOptions = []dht.Option{dht.DisableAutoRefresh()}
+			c.DHTOptions = []dht.Option{dht.DisableAutoRefresh()}
 		})
 	}
 	all := ids(nodes)

@@ -56,6 +56,12 @@ const (
 	DefaultFateRetention       = 7 * 24 * time.Hour
 	DefaultGCInterval          = time.Minute
 	DefaultMaxCommitBatch      = 256
+	// DefaultMemoryBudget is LogOptions.MemoryBudget's default: two 32 MiB
+	// memtables, a 32 MiB table-index cache and 32 MiB of reconciliation
+	// indexes.
+	DefaultMemoryBudget = 128 << 20
+	// MinMemoryBudget is the least LogOptions.MemoryBudget.
+	MinMemoryBudget = 16 << 20
 	// MaxCommitBatch bounds LogOptions.MaxCommitBatch: one receipt
 	// signature covers at most wire.MaxReceiptBatch receipts.
 	MaxCommitBatch = wire.MaxReceiptBatch
@@ -113,6 +119,29 @@ type LogOptions struct {
 	// back into the Log's writing methods; copy what it needs (the
 	// envelope slice is not reused by the log, so retaining it is fine).
 	OnStored func(StoredEntry)
+
+	// MemoryBudget sizes the memory the log holds for itself (SPEC.md §12
+	// StoreMemoryBytes): badger's two memtables (MemoryBudget/4 each,
+	// 4–64 MiB), its table-index cache (MemoryBudget/4) and the
+	// reconciliation indexes (IndexBudget, a quarter by default). Badger's
+	// block cache is off (envelopes are stored uncompressed and
+	// unencrypted, so the cache only duplicates the page cache), 2
+	// compactors run (each holds table-builder buffers while it works: they
+	// come on top of the budget), and value-log files are 64 MiB. Badger's
+	// tables are memory-mapped: their pages are the kernel's page cache
+	// (RssFile), not counted here. 0 means DefaultMemoryBudget; negative
+	// means badger's own defaults (five 64 MiB memtables, a 256 MiB block
+	// cache, 4 compactors) and unbounded indexes. The minimum is
+	// MinMemoryBudget. An in-memory log (Dir "") keeps its small fixed
+	// badger options.
+	MemoryBudget int64
+	// IndexBudget bounds the bytes of the reconciliation indexes held in
+	// memory (about 43 bytes per item, SPEC.md §10.10); above it the least
+	// recently used indexes are dropped and reloaded (one scan of the
+	// mailbox's fate records) when next needed. The index in use is never
+	// dropped, so one mailbox larger than the budget still reconciles.
+	// 0 means a quarter of MemoryBudget; negative means no bound.
+	IndexBudget int64
 
 	// tweak adjusts badger's options (tests only).
 	tweak func(*badger.Options)
@@ -304,6 +333,9 @@ type Stats struct {
 	Commits       uint64 // group commits (transactions, fsyncs)
 	CommitOps     uint64 // operations in those commits
 	GCRuns        uint64 // compactions GC requested and value-log files it rewrote
+	// IndexEvictions counts reconciliation indexes dropped to stay within
+	// LogOptions.IndexBudget.
+	IndexEvictions uint64
 }
 
 func keyString(k []byte) string {

@@ -279,7 +279,9 @@ func (l *Log) commitLocked(batch []*op) ([]StoredEntry, error) {
 		old := x.bytes
 		x.bytes = x.memBytes()
 		l.st.indexBytes.Add(x.bytes - old)
+		l.idxBytes += x.bytes - old
 	}
+	l.evictIndexes()
 	for _, o := range b.dups {
 		o.appendRes.Receipt = o.dupOf.op.appendRes.Receipt
 	}
@@ -1208,6 +1210,7 @@ func (b *batchCtx) doLoadIndex(o *op) error {
 	x.bytes = x.memBytes()
 	b.st.indexBytes.Add(x.bytes)
 	mb.idx[o.set] = x
+	l.trackIndex(mb, o.set, x)
 	return nil
 }
 

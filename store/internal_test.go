@@ -421,3 +421,182 @@ func newOrigin(t *testing.T) (crypto.PrivKey, peer.ID) {
 	}
 	return k, id
 }
+
+// TestStoreIndexBudget: reconciliation indexes beyond LogOptions.IndexBudget
+// are dropped least recently used first and reloaded on demand with the same
+// content; the index in use is never dropped, and concurrent queries and
+// commits see consistent indexes.
+func TestStoreIndexBudget(t *testing.T) {
+	k, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	id, _ := peer.IDFromPrivateKey(k)
+	const perMailbox = 100
+	// One index of 100 items takes about 3.4 KiB: three fit.
+	l, err := OpenLog(LogOptions{Origin: id, Signer: k, GCInterval: -1, IndexBudget: 11 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	var mbs []wire.Mailbox
+	for i := range 6 {
+		mb := wire.MailboxOf([]byte{byte(i), 1, 2, 3})
+		mbs = append(mbs, mb)
+		for range perMailbox {
+			if _, err := l.Append(ctx, Deposit{Envelope: testEnvelope(t, mb, 80)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	loaded := func() (n int, bytes int64) {
+		l.mu.RLock()
+		defer l.mu.RUnlock()
+		return len(l.idxLoaded), l.idxBytes
+	}
+	fps := map[wire.Mailbox]wire.FingerprintAcc{}
+	for _, mb := range mbs {
+		acc, err := l.RangeFingerprint(mb, SetEntries, nil, nil)
+		if err != nil || acc.Count() != perMailbox {
+			t.Fatalf("fingerprint: %v, %d items", err, acc.Count())
+		}
+		fps[mb] = acc
+		if n, b := loaded(); b > l.opts.IndexBudget && n > 1 {
+			t.Fatalf("%d indexes of %d bytes loaded, budget %d", n, b, l.opts.IndexBudget)
+		}
+	}
+	st := l.Stats()
+	if st.IndexEvictions == 0 {
+		t.Fatal("no index was dropped")
+	}
+	// The last one used stays: querying it again drops nothing.
+	last := mbs[len(mbs)-1]
+	if _, err := l.RangeItems(last, SetEntries, nil, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if l.Stats().IndexEvictions != st.IndexEvictions {
+		t.Fatal("the most recently used index was dropped")
+	}
+	// Dropped ones come back with the same content, also after writes
+	// while they were out.
+	extra := testEnvelope(t, mbs[0], 80)
+	if _, err := l.Append(ctx, Deposit{Envelope: extra}); err != nil {
+		t.Fatal(err)
+	}
+	want := fps[mbs[0]]
+	want.Add(wire.CIDOf(extra).Digest())
+	fps[mbs[0]] = want
+	for _, mb := range mbs {
+		acc, err := l.RangeFingerprint(mb, SetEntries, nil, nil)
+		if err != nil || acc != fps[mb] {
+			t.Fatalf("reloaded index differs: %v", err)
+		}
+	}
+	// A single index above the budget is kept while it is in use.
+	big := wire.MailboxOf([]byte("big"))
+	for range 400 {
+		if _, err := l.Append(ctx, Deposit{Envelope: testEnvelope(t, big, 80)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if acc, err := l.RangeFingerprint(big, SetEntries, nil, nil); err != nil || acc.Count() != 400 {
+		t.Fatalf("big mailbox: %v", err)
+	}
+	if n, _ := loaded(); n != 1 {
+		t.Fatalf("%d indexes loaded next to one above the budget", n)
+	}
+	// Concurrent queries over all mailboxes and appends.
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				mb := mbs[(w+i)%len(mbs)]
+				acc, err := l.RangeFingerprint(mb, SetEntries, nil, nil)
+				if err != nil || acc.Count() < perMailbox {
+					t.Errorf("concurrent fingerprint: %v, %d items", err, acc.Count())
+					return
+				}
+				if _, err := l.SplitRange(mb, SetEntries, nil, nil, 4); err != nil {
+					t.Errorf("split: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	for range 100 {
+		if _, err := l.Append(ctx, Deposit{Envelope: testEnvelope(t, mbs[1], 80)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	if acc, err := l.RangeFingerprint(mbs[1], SetEntries, nil, nil); err != nil || acc.Count() != perMailbox+100 {
+		t.Fatalf("after concurrent appends: %v, %d items", err, acc.Count())
+	}
+	_, b := loaded()
+	l.mu.RLock()
+	var sum int64
+	for x := range l.idxLoaded {
+		sum += x.memBytes()
+	}
+	l.mu.RUnlock()
+	if sum != b || l.Stats().IndexBytes != b+l.filter.memBytes() {
+		t.Fatalf("index bytes: tracked %d, loaded %d, stats %d", b, sum, l.Stats().IndexBytes)
+	}
+}
+
+// TestStoreMailboxesPaged: Mailboxes yields every mailbox once across its
+// pages, stops when asked, and sees a mailbox created meanwhile at most once.
+func TestStoreMailboxesPaged(t *testing.T) {
+	k, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	id, _ := peer.IDFromPrivateKey(k)
+	l, err := OpenLog(LogOptions{Origin: id, Signer: k, GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	const n = 2*mailboxPage + 100
+	var ds []Deposit
+	for i := range n {
+		ds = append(ds, Deposit{Envelope: testEnvelope(t, wire.MailboxOf([]byte{byte(i), byte(i >> 8), 7}), 60)})
+	}
+	for len(ds) > 0 {
+		k := min(len(ds), 256)
+		for _, r := range l.AppendMany(ctx, ds[:k]) {
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+		}
+		ds = ds[k:]
+	}
+	seen := map[wire.Mailbox]int{}
+	i := 0
+	for info := range l.Mailboxes() {
+		seen[info.Mailbox]++
+		if info.Entries != 1 {
+			t.Fatalf("mailbox with %d entries", info.Entries)
+		}
+		if i++; i == mailboxPage+1 { // a new mailbox in the middle
+			if _, err := l.Append(ctx, Deposit{Envelope: testEnvelope(t, wire.MailboxOf([]byte("late")), 60)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(seen) < n || len(seen) > n+1 {
+		t.Fatalf("%d mailboxes seen, want %d (or one more)", len(seen), n)
+	}
+	for mb, c := range seen {
+		if c != 1 {
+			t.Fatalf("mailbox %s seen %d times", mb, c)
+		}
+	}
+	i = 0
+	for range l.Mailboxes() {
+		if i++; i == 10 {
+			break
+		}
+	}
+	if i != 10 {
+		t.Fatalf("stopped after %d", i)
+	}
+}

@@ -86,6 +86,12 @@ type Log struct {
 	// compactFloor is the least deleted bytes that make GC compact.
 	compactFloor int64
 
+	// Reconciliation indexes in memory (LRU, opts.IndexBudget): written by
+	// the commit goroutine with mu held.
+	idxLoaded map[*digestIndex]idxOwner
+	idxBytes  int64
+	idxClock  atomic.Int64 // recency stamps of digestIndex.used
+
 	// beforeCommit, if set, runs in the commit goroutine between applying
 	// a batch and committing it (tests only; set before the first write).
 	beforeCommit func()
@@ -99,6 +105,7 @@ type counters struct {
 	entries, bytes, mailboxes, tombstones, indexBytes, deletedBytes atomic.Int64
 	appends, imports, duplicates, acked, expired, evicted, corrupt  atomic.Uint64
 	rejQuota, rejFull, rejOther, commits, commitOps, gcRuns         atomic.Uint64
+	indexEvictions                                                  atomic.Uint64
 }
 
 // add adds the counts of d (one committed batch) to c.
@@ -114,7 +121,7 @@ func (c *counters) add(d *counters) {
 		{&c.duplicates, &d.duplicates}, {&c.acked, &d.acked}, {&c.expired, &d.expired},
 		{&c.evicted, &d.evicted}, {&c.corrupt, &d.corrupt}, {&c.rejQuota, &d.rejQuota},
 		{&c.rejFull, &d.rejFull}, {&c.rejOther, &d.rejOther}, {&c.commits, &d.commits},
-		{&c.commitOps, &d.commitOps}, {&c.gcRuns, &d.gcRuns}} {
+		{&c.commitOps, &d.commitOps}, {&c.gcRuns, &d.gcRuns}, {&c.indexEvictions, &d.indexEvictions}} {
 		if v := p[1].Load(); v != 0 {
 			p[0].Add(v)
 		}
@@ -178,9 +185,24 @@ func OpenLog(opts LogOptions) (*Log, error) {
 	if opts.MaxCommitBatch > MaxCommitBatch {
 		opts.MaxCommitBatch = MaxCommitBatch
 	}
+	if opts.MemoryBudget == 0 {
+		opts.MemoryBudget = DefaultMemoryBudget
+	}
+	if opts.MemoryBudget > 0 {
+		opts.MemoryBudget = max(opts.MemoryBudget, MinMemoryBudget)
+	}
+	if opts.IndexBudget == 0 {
+		opts.IndexBudget = -1
+		if opts.MemoryBudget > 0 {
+			opts.IndexBudget = opts.MemoryBudget / 4
+		}
+	}
 	bo := badgerOptions(opts.Dir, opts.Logger).
 		WithCompression(options.None). // envelopes are ciphertext
 		WithNumVersionsToKeep(1)
+	if opts.Dir != "" && opts.MemoryBudget > 0 {
+		bo = budgetOptions(bo, opts.MemoryBudget)
+	}
 	// Envelopes stay inline in the LSM tree (badger's default value
 	// threshold, 1 MiB, is above every envelope): a group commit then costs
 	// one fsync (the memtable's write-ahead log) instead of two (value log
@@ -214,6 +236,7 @@ func OpenLog(opts LogOptions) (*Log, error) {
 		origins:      []peer.ID{""},
 		originIDs:    make(map[peer.ID]uint32),
 		holes:        make(map[[2]uint32]uint64),
+		idxLoaded:    make(map[*digestIndex]idxOwner),
 		prekeys:      make(map[[2]uint32]*prekeyCount),
 		nextMBID:     1,
 		nextBatch:    1,
@@ -238,6 +261,17 @@ func OpenLog(opts LogOptions) (*Log, error) {
 		close(l.bgDone)
 	}
 	return l, nil
+}
+
+// budgetOptions sizes badger's own memory to budget (LogOptions.MemoryBudget).
+func budgetOptions(bo badger.Options, budget int64) badger.Options {
+	return bo.
+		WithNumMemtables(2).
+		WithMemTableSize(min(max(budget/4, 4<<20), 64<<20)).
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(budget / 4).
+		WithNumCompactors(2).
+		WithValueLogFileSize(64 << 20)
 }
 
 // badgerOptions are the options shared by the log and the client store.
@@ -700,7 +734,7 @@ func (l *Log) Stats() Stats {
 		Acked: s.acked.Load(), Expired: s.expired.Load(), Evicted: s.evicted.Load(),
 		Corrupt: s.corrupt.Load(), RejectedQuota: s.rejQuota.Load(), RejectedFull: s.rejFull.Load(),
 		RejectedOther: s.rejOther.Load(), Commits: s.commits.Load(), CommitOps: s.commitOps.Load(),
-		GCRuns: s.gcRuns.Load(),
+		GCRuns: s.gcRuns.Load(), IndexEvictions: s.indexEvictions.Load(),
 	}
 }
 
@@ -750,18 +784,34 @@ func (l *Log) watermark(mb *mbox, oid uint32, kt uint64) uint64 {
 	return kt
 }
 
-// Mailboxes iterates over a snapshot of the mailboxes the log holds state
-// for, in no particular order.
+// mailboxPage is how many mailboxes Mailboxes reads under one lock.
+const mailboxPage = 1024
+
+// Mailboxes iterates over the mailboxes the log holds state for, in the
+// order they were created, a page of mailboxPage at a time: each page is a
+// snapshot taken under the log's read lock, so a large log is never copied
+// whole and commits wait for one page at most. A mailbox created during the
+// iteration may or may not be included; none is left out or repeated
+// (mailboxes are never removed).
 func (l *Log) Mailboxes() iter.Seq[MailboxInfo] {
-	l.mu.RLock()
-	infos := make([]MailboxInfo, 0, len(l.mboxes))
-	for _, mb := range l.mboxes {
-		infos = append(infos, mb.info())
-	}
-	l.mu.RUnlock()
 	return func(yield func(MailboxInfo) bool) {
-		for _, in := range infos {
-			if !yield(in) {
+		page := make([]MailboxInfo, 0, mailboxPage)
+		for next := uint32(1); ; {
+			page = page[:0]
+			l.mu.RLock()
+			end := l.nextMBID
+			for ; next < end && len(page) < mailboxPage; next++ {
+				if mb := l.byID[next]; mb != nil {
+					page = append(page, mb.info())
+				}
+			}
+			l.mu.RUnlock()
+			for _, in := range page {
+				if !yield(in) {
+					return
+				}
+			}
+			if next >= end {
 				return
 			}
 		}
@@ -1134,31 +1184,49 @@ func (l *Log) ensureIndex(mailbox wire.Mailbox, set Set) (*mbox, error) {
 	return mb, o.err
 }
 
+// maxIndexReloads bounds how often one query reloads an index that was
+// dropped (IndexBudget) before it could use it.
+const maxIndexReloads = 8
+
+// withIndex runs f on the index of (mailbox, set) with l.mu read-held,
+// loading it first if needed; found is false if the log holds nothing for
+// the mailbox.
+func (l *Log) withIndex(mailbox wire.Mailbox, set Set, f func(x *digestIndex)) (found bool, err error) {
+	for range maxIndexReloads {
+		mb, err := l.ensureIndex(mailbox, set)
+		if err != nil || mb == nil {
+			return false, err
+		}
+		l.mu.RLock()
+		if x := mb.idx[set]; x != nil {
+			x.used.Store(l.idxClock.Add(1))
+			f(x)
+			l.mu.RUnlock()
+			return true, nil
+		}
+		l.mu.RUnlock() // dropped meanwhile: load it again
+	}
+	return false, fmt.Errorf("store: reconciliation index of %s dropped %d times: %w", mailbox, maxIndexReloads, wire.ErrBusy)
+}
+
 // RangeFingerprint returns the accumulator (fingerprint and count) of the
 // items of set in mailbox with lower ≤ digest < upper, bytewise (SPEC.md
 // §10.10). An empty lower means from the start, an empty upper to the end.
 // The first call for a (mailbox, set) loads its index (one scan of the
-// mailbox's fate records); later calls are served from memory.
+// mailbox's fate records); later calls are served from memory while the
+// index stays within LogOptions.IndexBudget.
 func (l *Log) RangeFingerprint(mailbox wire.Mailbox, set Set, lower, upper []byte) (wire.FingerprintAcc, error) {
-	mb, err := l.ensureIndex(mailbox, set)
-	if err != nil || mb == nil {
-		return wire.FingerprintAcc{}, err
-	}
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	return mb.idx[set].rangeAcc(lower, upper), nil
+	var acc wire.FingerprintAcc
+	_, err := l.withIndex(mailbox, set, func(x *digestIndex) { acc = x.rangeAcc(lower, upper) })
+	return acc, err
 }
 
 // RangeItems lists the digests of the items of set in [lower, upper), in
 // order, at most limit of them (≤ 0: all).
 func (l *Log) RangeItems(mailbox wire.Mailbox, set Set, lower, upper []byte, limit int) ([][32]byte, error) {
-	mb, err := l.ensureIndex(mailbox, set)
-	if err != nil || mb == nil {
-		return nil, err
-	}
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	return mb.idx[set].rangeItems(lower, upper, limit), nil
+	var items [][32]byte
+	_, err := l.withIndex(mailbox, set, func(x *digestIndex) { items = x.rangeItems(lower, upper, limit) })
+	return items, err
 }
 
 // SplitRange splits [lower, upper) into min(k, n) subranges of equal item
@@ -1166,14 +1234,13 @@ func (l *Log) RangeItems(mailbox wire.Mailbox, set Set, lower, upper []byte, lim
 // fingerprint; the last ends at upper. An empty range gives one empty
 // subrange.
 func (l *Log) SplitRange(mailbox wire.Mailbox, set Set, lower, upper []byte, k int) ([]Subrange, error) {
-	mb, err := l.ensureIndex(mailbox, set)
+	var subs []Subrange
+	found, err := l.withIndex(mailbox, set, func(x *digestIndex) { subs = x.split(lower, upper, k) })
 	if err != nil {
 		return nil, err
 	}
-	if mb == nil {
+	if !found {
 		return []Subrange{{Upper: clone(upper)}}, nil
 	}
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	return mb.idx[set].split(lower, upper, k), nil
+	return subs, nil
 }

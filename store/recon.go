@@ -2,7 +2,9 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"slices"
+	"sync/atomic"
 
 	"github.com/cairn-net/cairn/wire"
 )
@@ -21,7 +23,14 @@ import (
 type digestIndex struct {
 	chunks []*chunk
 	n      int
-	bytes  int64 // memBytes at the last update, for Stats.IndexBytes
+	bytes  int64        // memBytes at the last update, for Stats.IndexBytes
+	used   atomic.Int64 // Log.idxClock at the last query (LRU)
+}
+
+// idxOwner names the mailbox and set of a loaded index.
+type idxOwner struct {
+	mb  *mbox
+	set Set
 }
 
 type chunk struct {
@@ -260,4 +269,39 @@ func (x *digestIndex) split(lower, upper []byte, k int) []Subrange {
 		start = end
 	}
 	return out
+}
+
+// trackIndex registers a newly loaded index for the budget. Committer, mu
+// held.
+func (l *Log) trackIndex(mb *mbox, set Set, x *digestIndex) {
+	x.used.Store(l.idxClock.Add(1))
+	l.idxLoaded[x] = idxOwner{mb: mb, set: set}
+	l.idxBytes += x.bytes
+}
+
+// evictIndexes drops the least recently used reconciliation indexes until
+// those left fit in 7/8 of LogOptions.IndexBudget (so that evictions come in
+// batches, not at every commit), never the most recently used one.
+// Committer, mu held.
+func (l *Log) evictIndexes() {
+	budget := l.opts.IndexBudget
+	if budget < 0 || l.idxBytes <= budget || len(l.idxLoaded) < 2 {
+		return
+	}
+	xs := make([]*digestIndex, 0, len(l.idxLoaded))
+	for x := range l.idxLoaded {
+		xs = append(xs, x)
+	}
+	slices.SortFunc(xs, func(a, b *digestIndex) int { return cmp.Compare(a.used.Load(), b.used.Load()) })
+	for _, x := range xs[:len(xs)-1] {
+		if l.idxBytes <= budget*7/8 {
+			break
+		}
+		own := l.idxLoaded[x]
+		own.mb.idx[own.set] = nil
+		delete(l.idxLoaded, x)
+		l.idxBytes -= x.bytes
+		l.st.indexBytes.Add(-x.bytes)
+		l.st.indexEvictions.Add(1)
+	}
 }

@@ -21,6 +21,7 @@ import (
 type relayFlags struct {
 	dataDir     string
 	listen      []string
+	announce    []string
 	bootstrap   []string
 	config      string
 	metricsAddr string
@@ -42,7 +43,8 @@ receipt is only given once an entry is fsync'd.
 When it is serving, it prints on stdout, one per line:
 
   peer <peer ID>
-  addr <multiaddr>/p2p/<peer ID>      (one line per listen address)
+  addr <multiaddr>/p2p/<peer ID>      (one line per listen address, or per
+                                      --announce address if given)
   metrics http://<host:port>/metrics  (with --metrics-addr)
   ready
 
@@ -61,6 +63,9 @@ restarted with mailboxes is still catching up with the other replicas).`,
   # Join an existing network.
   cairn relay --data-dir ./r2 --bootstrap /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...
 
+  # Behind a port forward: listen locally, advertise the public address.
+  cairn relay --data-dir ./r3 --listen /ip4/0.0.0.0/tcp/4001 --announce /ip4/203.0.113.8/tcp/4001
+
   # A local relay on a port the OS picks, limits from a file.
   cairn relay config-example > relay.conf
   cairn relay --config relay.conf --data-dir ./r1 --listen /ip4/127.0.0.1/tcp/0`,
@@ -72,6 +77,7 @@ restarted with mailboxes is still catching up with the other replicas).`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory of the relay's identity and store (required, here or in the config file)")
 	fl.StringArrayVar(&f.listen, "listen", nil, "multiaddr to listen on, repeatable (default /ip4/0.0.0.0/tcp/4001 and /ip4/0.0.0.0/udp/4001/quic-v1)")
+	fl.StringArrayVar(&f.announce, "announce", nil, "multiaddr to advertise instead of the listen addresses (identify, DHT), repeatable; e.g. the public side of a port forward")
 	fl.StringArrayVar(&f.bootstrap, "bootstrap", nil, "relay to join the DHT through, a multiaddr with /p2p/<peer ID>; repeatable")
 	fl.StringVar(&f.config, "config", "", "config file (see 'cairn relay config-example')")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "host:port to serve /metrics (Prometheus) and /healthz on; empty: none")
@@ -101,7 +107,7 @@ type relaySetup struct {
 func (a *app) buildRelayConfig(cmd *cobra.Command, f *relayFlags) (*relaySetup, error) {
 	cfg := relay.DefaultConfig()
 	s := &relaySetup{}
-	listen, bootstrap := []string(nil), []string(nil)
+	listen, announce, bootstrap := []string(nil), []string(nil), []string(nil)
 	if f.config != "" {
 		fh, err := os.Open(f.config)
 		if err != nil {
@@ -113,7 +119,7 @@ func (a *app) buildRelayConfig(cmd *cobra.Command, f *relayFlags) (*relaySetup, 
 			return nil, withCode(exitBadInput, err)
 		}
 		cfg.DataDir = file.DataDir
-		listen, bootstrap = file.Listen, file.Bootstrap
+		listen, announce, bootstrap = file.Listen, file.Announce, file.Bootstrap
 		s.metricsAddr = file.MetricsAddr
 		if !cmd.Flags().Changed("log-level") && file.LogLevel != "" {
 			a.logLevel = file.LogLevel
@@ -128,6 +134,9 @@ func (a *app) buildRelayConfig(cmd *cobra.Command, f *relayFlags) (*relaySetup, 
 	}
 	if fl.Changed("listen") {
 		listen = f.listen
+	}
+	if fl.Changed("announce") {
+		announce = f.announce
 	}
 	if fl.Changed("bootstrap") {
 		bootstrap = f.bootstrap
@@ -144,6 +153,13 @@ func (a *app) buildRelayConfig(cmd *cobra.Command, f *relayFlags) (*relaySetup, 
 			return nil, usageErrorf("relay: --listen: %v", err)
 		}
 		cfg.ListenAddrs = addrs
+	}
+	for _, a := range announce {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			return nil, usageErrorf("relay: --announce: %q is not a multiaddr: %v", a, err)
+		}
+		cfg.AnnounceAddrs = append(cfg.AnnounceAddrs, m)
 	}
 	for _, b := range bootstrap {
 		ai, err := parseRelayAddr(b)

@@ -50,6 +50,7 @@ var confSections = []confSection{
 	{"node", []confKey{
 		{"data_dir", "", kindString, "Directory of the relay's state: identity.key (its Ed25519 key, mode 0600; the\npeer ID comes from it) and store/ (the badger database). Required (or --data-dir)."},
 		{"listen", "", kindList, "A multiaddr to listen on; repeat the key for several. Default: TCP and QUIC on\nport 4001 of every interface."},
+		{"announce", "", kindList, "A multiaddr to advertise instead of the listen addresses (what identify tells\npeers and the DHT hands out): behind a port forward or a proxy. Repeat the key\nfor several. Default: none (the listen addresses are advertised)."},
 		{"bootstrap", "", kindList, "A relay to join the DHT through, with /p2p/<peer ID>; repeat for several.\nDefault: none (a lone relay, or the first of a network)."},
 		{"metrics_addr", "", kindString, "host:port of the HTTP endpoint with /metrics (Prometheus) and /healthz.\nEmpty: no endpoint. Keep it on a private interface."},
 		{"log_level", "", kindString, "debug, info, warn or error."},
@@ -102,6 +103,7 @@ var confSections = []confSection{
 		{"drain_timeout", "DrainTimeout", kindDuration, "On SIGTERM, how long in-flight requests may finish before their streams are\nreset."},
 		{"gc_interval", "GCInterval", kindDuration, "Period of the store's expiry sweep and value-log GC; negative disables it."},
 		{"max_commit_batch", "MaxCommitBatch", kindCount, "Operations per group commit of the store: one fsync, one receipt signature\n(at most 1,024)."},
+		{"store_memory_bytes", "StoreMemoryBytes", kindBytes, "Memory budget of the store (at least 16 MiB): badger's two memtables (1/4\neach), its table-index cache (1/4) and the anti-entropy indexes (1/4, least\nrecently used dropped). Badger's memory-mapped table files are page cache, and\nits compaction buffers come on top."},
 	}},
 }
 
@@ -111,6 +113,7 @@ var confNonLimits = map[string]string{
 	"Identity":        "loaded from data_dir",
 	"DataDir":         "data_dir",
 	"ListenAddrs":     "listen",
+	"AnnounceAddrs":   "announce",
 	"BootstrapPeers":  "bootstrap",
 	"Logger":          "log_level, log_format",
 	"Version":         "the build's version",
@@ -119,6 +122,7 @@ var confNonLimits = map[string]string{
 	"ConnectionGater": "none",
 	"Placement":       "replication (issue 6)",
 	"Forwarder":       "replication (issue 6)",
+	"DHTOptions":      "programs only (a testnet's DHT tuning)",
 }
 
 // cfgHas reports whether relay.Config has a field. The table may name
@@ -134,6 +138,7 @@ func cfgHas(field string) bool {
 type relayFile struct {
 	DataDir     string
 	Listen      []string
+	Announce    []string
 	Bootstrap   []string
 	MetricsAddr string
 	LogLevel    string
@@ -195,6 +200,8 @@ func parseRelayConfig(name string, r io.Reader, cfg *relay.Config) (*relayFile, 
 				f.DataDir = val
 			case "listen":
 				f.Listen = append(f.Listen, val)
+			case "announce":
+				f.Announce = append(f.Announce, val)
 			case "bootstrap":
 				f.Bootstrap = append(f.Bootstrap, val)
 			case "metrics_addr":
@@ -388,6 +395,8 @@ func writeConfigExample(w io.Writer) error {
 					for _, a := range cfg.ListenAddrs {
 						fmt.Fprintf(bw, "listen = %s\n", a)
 					}
+				case "announce":
+					fmt.Fprintf(bw, "# announce = /ip4/203.0.113.7/tcp/4001\n")
 				case "bootstrap":
 					fmt.Fprintf(bw, "# bootstrap = /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...\n")
 				case "metrics_addr":
