@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cairn-net/cairn/client"
+	"github.com/cairn-net/cairn/internal/leaktest"
 	"github.com/cairn-net/cairn/relay"
 	"github.com/cairn-net/cairn/rpc"
 	"github.com/cairn-net/cairn/wire"
@@ -282,5 +283,5 @@ func TestClientCloseLeaksNothing(t *testing.T) {
 		}
 	}
 	r.stop()
-	goleak.VerifyNone(t, append(leakOptions(), before)...)
+	goleak.VerifyNone(t, append(leaktest.Options(), before)...)
 }

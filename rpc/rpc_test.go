@@ -21,14 +21,13 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"go.uber.org/goleak"
 
+	"github.com/cairn-net/cairn/internal/leaktest"
 	"github.com/cairn-net/cairn/wire"
 	"github.com/cairn-net/cairn/wire/pb"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
-		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"))
+	goleak.VerifyTestMain(m, leaktest.Options()...)
 }
 
 func newHost(t *testing.T, listen bool) host.Host {

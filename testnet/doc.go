@@ -84,6 +84,5 @@
 // WaitFor and Eventually poll a condition that says what is missing;
 // ReplicaSet computes a mailbox's true replica set from every relay's peer
 // ID (SPEC.md §14) without asking the DHT; Holders and CountReplicas ask
-// each running relay's store; RelayByID finds a relay. LeakOptions are the
-// goleak options for packages that run clusters.
+// each running relay's store; RelayByID finds a relay.
 package testnet

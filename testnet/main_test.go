@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/cairn-net/cairn/internal/leaktest"
 	"github.com/cairn-net/cairn/testnet"
 )
 
@@ -14,7 +15,7 @@ func TestMain(m *testing.M) {
 	if testnet.IsRelayChild() {
 		os.Exit(testnet.RelayChildMain())
 	}
-	goleak.VerifyTestMain(m, testnet.LeakOptions()...)
+	goleak.VerifyTestMain(m, leaktest.Options()...)
 }
 
 // testLogger logs to stderr at debug level when CAIRN_TEST_LOG is set.

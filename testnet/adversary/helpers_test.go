@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cairn-net/cairn/client"
+	"github.com/cairn-net/cairn/internal/leaktest"
 	"github.com/cairn-net/cairn/ratchet"
 	"github.com/cairn-net/cairn/relay"
 	"github.com/cairn-net/cairn/testnet"
@@ -23,7 +24,7 @@ func TestMain(m *testing.M) {
 	// Sample the heap finely, so Measure attributes memory to the relay
 	// within a few KiB.
 	runtime.MemProfileRate = 8 << 10
-	goleak.VerifyTestMain(m, testnet.LeakOptions()...)
+	goleak.VerifyTestMain(m, leaktest.Options()...)
 }
 
 // recorder keeps every event a client emits.
