@@ -66,6 +66,12 @@ type ProcOptions struct {
 	// OnExit, if set, is called (from the goroutine that reaped it) when a
 	// relay process ends on its own, not by Stop, Kill or Close.
 	OnExit func(p *Proc, err error)
+	// Announce, if set, is called before each start of relay index (whose
+	// own port is port) and returns another port of 127.0.0.1 that
+	// reaches it, typically a proxy in front of it: the relay advertises
+	// that address (--announce), and it is the relay's Addr (other relays'
+	// and clients' bootstrap). The probe still dials the relay's own port.
+	Announce func(index, port int) int
 }
 
 // ProcCluster is a cluster of relay processes on 127.0.0.1: each relay in
@@ -239,6 +245,11 @@ func (p *Proc) AddrInfo() peer.AddrInfo {
 func (p *Proc) start(ctx context.Context) error {
 	pc := p.pc
 	args := []string{"relay", "--data-dir", p.DataDir, "--listen", tcpAddr(p.port).String()}
+	addrPort := p.port
+	if pc.opts.Announce != nil {
+		addrPort = pc.opts.Announce(p.Index, p.port)
+		args = append(args, "--announce", tcpAddr(addrPort).String())
+	}
 	for _, o := range pc.Relays {
 		if o != p && o.Addr != "" && o.Running() {
 			args = append(args, "--bootstrap", o.Addr)
@@ -305,7 +316,7 @@ func (p *Proc) start(ctx context.Context) error {
 		}
 		if p.ID == "" { // first start (StartProcs); a restart keeps both
 			p.ID = r.id
-			p.Addr = tcpAddr(p.port).String() + "/p2p/" + r.id.String()
+			p.Addr = tcpAddr(addrPort).String() + "/p2p/" + r.id.String()
 		}
 		p.mu.Lock()
 		p.metrics = r.metrics

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairn-net/cairn/relay"
+	"github.com/cairn-net/cairn/testnet"
 )
 
 type relayFlags struct {
@@ -25,6 +26,8 @@ type relayFlags struct {
 	bootstrap   []string
 	config      string
 	metricsAddr string
+	// denyFile is the hidden --testnet-deny-file (testnet.DenyFile).
+	denyFile string
 }
 
 func (a *app) relayCmd() *cobra.Command {
@@ -81,6 +84,8 @@ restarted with mailboxes is still catching up with the other replicas).`,
 	fl.StringArrayVar(&f.bootstrap, "bootstrap", nil, "relay to join the DHT through, a multiaddr with /p2p/<peer ID>; repeatable")
 	fl.StringVar(&f.config, "config", "", "config file (see 'cairn relay config-example')")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "host:port to serve /metrics (Prometheus) and /healthz on; empty: none")
+	fl.StringVar(&f.denyFile, "testnet-deny-file", "", "test networks only: a file of cuts, lines '<name> <name>' (peer IDs, or client-N), re-read every 150 ms; the relay refuses, and disconnects, every peer it is cut from (see package testnet, DenyFile; 'cairn testnet chaos' partitions relays with it)")
+	_ = fl.MarkHidden("testnet-deny-file")
 	cmd.AddCommand(&cobra.Command{
 		Use:   "config-example",
 		Short: "Print a config file with every key, its default and what it does",
@@ -196,6 +201,11 @@ func (a *app) runRelay(cmd *cobra.Command, f *relayFlags) error {
 		return err
 	}
 	s.cfg.Logger = log
+	var deny *testnet.DenyFile
+	if f.denyFile != "" {
+		deny = testnet.NewDenyFile(f.denyFile)
+		s.cfg.ConnectionGater = deny
+	}
 
 	// The metrics listener first: a busy port fails before anything opens.
 	var ml net.Listener
@@ -212,6 +222,9 @@ func (a *app) runRelay(cmd *cobra.Command, f *relayFlags) error {
 		}
 		return withCode(exitBadInput, err)
 	}
+	if deny != nil {
+		deny.AddName(n.ID().String())
+	}
 	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	err = n.Start(startCtx)
 	cancel()
@@ -219,6 +232,9 @@ func (a *app) runRelay(cmd *cobra.Command, f *relayFlags) error {
 		return interrupted(ctx, explainStoreErr(err))
 	}
 	defer n.Close()
+	if deny != nil {
+		go deny.Watch(ctx, func(p peer.ID) { _ = n.Host().Network().ClosePeer(p) })
+	}
 
 	var srv *http.Server
 	if ml != nil {
