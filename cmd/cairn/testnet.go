@@ -18,20 +18,23 @@ import (
 func (a *app) testnetCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "testnet",
-		Short: "Run a local cluster of relays (up), or the demo (demo)",
+		Short: "Run a local cluster of relays (up), the demo (demo), or the chaos soak (chaos)",
 		Long: `Local clusters of cairn relays on 127.0.0.1, as separate processes of this
 binary, for trying cairn and developing against it:
 
   cairn testnet up     start N relays and stay in the foreground
-  cairn testnet demo   the guided tour: two users, a relay crash, a tally`,
+  cairn testnet demo   the guided tour: two users, a relay crash, a tally
+  cairn testnet chaos  the soak: relays and clients killed, partitioned, slowed
+                       for --duration under a seeded schedule; nothing may be lost`,
 		Example: `  cairn testnet demo
-  cairn testnet up --relays 5 --dir ./net`,
+  cairn testnet up --relays 5 --dir ./net
+  cairn testnet chaos --duration 5m --seed 1`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cmd.Help()
 		},
 	}
-	cmd.AddCommand(a.testnetUpCmd(), a.testnetDemoCmd())
+	cmd.AddCommand(a.testnetUpCmd(), a.testnetDemoCmd(), a.testnetChaosCmd(), a.testnetChaosClientCmd())
 	return cmd
 }
 
