@@ -148,11 +148,23 @@ func (inv *Invite) String() (string, error) {
 	return InvitePrefix + strings.ToLower(inviteEncoding.EncodeToString(b)), nil
 }
 
+// MaxInviteQRLen is the most characters a QR code holds in alphanumeric
+// mode (version 40, error correction level L): the longest QR form.
+const MaxInviteQRLen = 4296
+
 // QR returns the QR-friendly form: the string form in uppercase, every
-// character of which is in the QR alphanumeric set.
+// character of which is in the QR alphanumeric set. An invite whose form
+// is longer than MaxInviteQRLen fits no QR code: QR returns ErrTooLarge
+// (the string form still works).
 func (inv *Invite) QR() (string, error) {
 	s, err := inv.String()
-	return strings.ToUpper(s), err
+	if err != nil {
+		return "", err
+	}
+	if len(s) > MaxInviteQRLen {
+		return "", fmt.Errorf("invite: QR form of %d characters, a QR code holds %d: %w", len(s), MaxInviteQRLen, ErrTooLarge)
+	}
+	return strings.ToUpper(s), nil
 }
 
 // ParseInvite parses either form of an invite string, ignoring ASCII

@@ -375,8 +375,42 @@ func TestInviteLimits(t *testing.T) {
 	if !bytes.Equal(got.Bundle, inv.Bundle) || got.Name != inv.Name || len(got.Hints) != MaxInviteHints {
 		t.Fatal("largest invite does not round-trip")
 	}
-	// The payload is not length-limited by its QR form: see SPEC.md §9 on
-	// which invites fit a version-40 QR code (4,296 alphanumeric
-	// characters at error correction level L).
-	t.Logf("largest invite in the test: %d characters", len(s))
+	// The payload is not length-limited by its QR form (SPEC.md §9), but
+	// a form no QR code holds is refused.
+	if len(s) <= MaxInviteQRLen {
+		t.Fatalf("largest invite has %d characters: it should not fit a QR code", len(s))
+	}
+	_, err = inv.QR()
+	wantErr(t, err, ErrTooLarge, "QR of the largest invite")
+}
+
+// TestInviteQRLimit: the QR form exists up to MaxInviteQRLen characters,
+// not one more.
+func TestInviteQRLimit(t *testing.T) {
+	base := fixtureInvite(t)
+	fits := func(bundleLen int) (int, error) {
+		inv := &Invite{Bundle: bytes.Repeat([]byte{1}, bundleLen), Name: base.Name, Hints: base.Hints}
+		s := mustString(t, inv)
+		_, err := inv.QR()
+		return len(s), err
+	}
+	// Find the largest bundle whose string fits, by bisection.
+	lo, hi := 1, MaxInviteBundle
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if n, _ := fits(mid); n <= MaxInviteQRLen {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	n, err := fits(lo)
+	if err != nil || n > MaxInviteQRLen {
+		t.Fatalf("bundle %d: %d characters: %v", lo, n, err)
+	}
+	n, err = fits(lo + 1)
+	if n <= MaxInviteQRLen {
+		t.Fatalf("bundle %d: %d characters still fit", lo+1, n)
+	}
+	wantErr(t, err, ErrTooLarge, "QR one byte over")
 }
