@@ -140,6 +140,7 @@ type chaosOut struct {
 }
 
 func (o *chaosOut) put(l chaos.Line) {
+	l.Time = time.Now().UTC().Format(time.RFC3339Nano)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	_ = o.enc.Encode(l)

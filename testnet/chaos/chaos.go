@@ -236,6 +236,7 @@ func (r *run) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	fmt.Fprintf(r.faultsf, "start %s seed %d\n", r.start.UTC().Format(time.RFC3339Nano), r.o.Seed)
 	t0 := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()

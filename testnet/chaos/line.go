@@ -20,9 +20,14 @@ import (
 //	exit     after Flush, on SIGTERM
 //	error    Err
 //
-// Contact is the other side's name ("client-N").
+// Contact is the other side's name ("client-N"). The driver keeps the
+// lines in the client's events.jsonl; faults.log has the faults with the
+// same clock (its first line gives the start).
 type Line struct {
-	Ev      string `json:"ev"`
+	Ev string `json:"ev"`
+	// Time is the client's clock when it printed the line (RFC 3339),
+	// to set it against the faults.
+	Time    string `json:"time,omitempty"`
 	Peer    string `json:"peer,omitempty"`
 	Contact string `json:"contact,omitempty"`
 	N       uint64 `json:"n,omitempty"`
