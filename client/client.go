@@ -59,9 +59,12 @@ type Client struct {
 	nextCheckMs uint64
 	inflight    map[outKey]bool
 	sending     map[wire.Mailbox]bool // a deposit attempt is running
-	cursor      wire.Cursor
-	seq         uint64
-	pending     int // stored pending entries
+	// cursors are the durable sync cursors of this client's mailbox, one
+	// per relay, loaded when a relay is first synced (SPEC.md §7: a relay's
+	// watermarks only ever change what is asked of that relay).
+	cursors map[peer.ID]*wire.Cursor
+	seq     uint64
+	pending int // stored pending entries
 	// deliveryAt is when the pending delivery receipts go out (zero: none
 	// pending).
 	deliveryAt time.Time
@@ -187,11 +190,9 @@ func (c *Client) loadLocked(create bool) error {
 		c.sending = map[wire.Mailbox]bool{}
 	}
 	c.pending = 0
+	c.cursors = map[peer.ID]*wire.Cursor{}
 	return c.db.View(func(tx *store.ClientTx) error {
 		var err error
-		if c.cursor, err = tx.Cursor(c.mailbox); err != nil {
-			return fmt.Errorf("cursor: %w", err)
-		}
 		if c.seq, err = tx.LocalSeq(); err != nil {
 			return err
 		}

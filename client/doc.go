@@ -58,15 +58,19 @@
 //     without one becomes StatusExpiredUndelivered, confirmed with the
 //     relays' status protocol where they answer.
 //   - Receiving: the client subscribes on one replica of its mailbox and
-//     syncs all replicas with its portable cursor. Each page of entries is
-//     stored in one transaction — the messages, the sessions they advanced,
-//     their CIDs as seen, the cursor advance — and only then acked at the
-//     relay. A crash at any point loses nothing and shows nothing twice.
+//     syncs all replicas, each from its own durable cursor: a relay's
+//     watermarks only ever change what is asked of that relay, so a relay
+//     that lies about them cannot make the others skip an entry (SPEC.md
+//     §7). Each page of entries is stored in one transaction — the
+//     messages, the sessions they advanced, their CIDs as seen, the advance
+//     of that relay's cursor — and only then acked at the relay. A crash at
+//     any point loses nothing and shows nothing twice.
 //   - A conversation is ordered by the sender's counter inside the
 //     ciphertext, never by clocks. MessageReceived events come in that
 //     order: a message after a missing one is held until the missing one
-//     arrives, or until the gap is reported (GapDetected, after every
-//     reachable replica was synced and Config.GapGrace passed); a missing
+//     arrives, or until the gap is reported (GapDetected, once
+//     Config.GapGrace passed and every reachable replica was then synced
+//     from the empty cursor); a missing
 //     message that turns up later is still delivered, marked Late.
 //   - Forged, corrupted and replayed entries are rejected without changing
 //     any session (ratchet operations are atomic) and are never shown.

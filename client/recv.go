@@ -191,7 +191,7 @@ func (c *Client) pump(ctx context.Context, sub *rpc.Subscription, relay peer.ID,
 			}
 		}
 		done := c.startAckJob()
-		acks, err := c.ingest(batch, nil)
+		acks, err := c.ingest(batch, nil, "")
 		if err != nil {
 			done()
 			c.log.Error("store pushed entries", "err", err)
@@ -237,15 +237,19 @@ func (c *Client) ack(ctx context.Context, relay peer.ID, cids []wire.CID) {
 	}
 }
 
-// syncRound syncs each replica in turn from the durable cursor, then
-// checks the conversations for gaps.
+// syncRound syncs each replica in turn from its durable cursor, then
+// checks the conversations for gaps. A round that will report a gap (one
+// whose grace period had ended when the round started) syncs every replica
+// from the empty cursor instead, so that no relay's past watermarks hide
+// the missing entries from it (SPEC.md §7, §17.5).
 func (c *Client) syncRound(ctx context.Context, replicas []peer.ID) error {
 	c.syncMu.Lock()
 	defer c.syncMu.Unlock()
 	start := c.now()
+	full := c.gapDue(start)
 	ok := 0
 	for _, relay := range replicas {
-		if err := c.syncRelay(ctx, relay); err != nil {
+		if err := c.syncRelay(ctx, relay, full); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -307,15 +311,25 @@ func (c *Client) retryPending() {
 	c.emit(b.evs...)
 }
 
-// syncRelay reads everything relay has that the cursor does not cover,
-// storing page by page: each page's entries, the sessions they advanced,
-// their CIDs as seen and the cursor advance are one transaction, and only
-// then are the entries acked (SPEC.md §7, §10.4).
-func (c *Client) syncRelay(ctx context.Context, relay peer.ID) error {
+// syncRelay reads everything relay has that its cursor does not cover
+// (everything it has, if full), storing page by page: each page's entries,
+// the sessions they advanced, their CIDs as seen and the advance of the
+// relay's cursor are one transaction, and only then are the entries acked
+// (SPEC.md §7, §10.4).
+func (c *Client) syncRelay(ctx context.Context, relay peer.ID, full bool) error {
 	defer c.startAckJob()()
-	c.mu.Lock()
-	cur := c.cursor.Clone()
-	c.mu.Unlock()
+	var cur wire.Cursor
+	if !full {
+		c.mu.Lock()
+		var err error
+		cur, err = c.relayCursorLocked(nil, relay)
+		c.mu.Unlock()
+		if err != nil {
+			// The empty cursor is always safe: it covers nothing.
+			c.log.Warn("sync cursor unreadable; syncing from the start", "relay", relay.String(), "err", err)
+			cur = wire.Cursor{}
+		}
+	}
 	st, err := c.net.rpc.Sync(ctx, relay, c.mboxKey, rpc.SyncRequest{Cursor: cur})
 	if err != nil {
 		return err
@@ -340,7 +354,7 @@ func (c *Client) syncRelay(ctx context.Context, relay peer.ID) error {
 		if err != nil {
 			return err
 		}
-		cids, err := c.ingest(page.Entries, page.Watermarks)
+		cids, err := c.ingest(page.Entries, page.Watermarks, relay)
 		if err != nil {
 			return err
 		}
@@ -382,13 +396,40 @@ func newBatch(now time.Time) *batch {
 	}
 }
 
+// relayCursorLocked returns a copy of the durable sync cursor of relay,
+// read with tx (or a read transaction of its own if tx is nil) the first
+// time it is asked for.
+func (c *Client) relayCursorLocked(tx *store.ClientTx, relay peer.ID) (wire.Cursor, error) {
+	if cur, ok := c.cursors[relay]; ok {
+		return cur.Clone(), nil
+	}
+	var cur wire.Cursor
+	load := func(tx *store.ClientTx) (err error) {
+		cur, err = tx.RelayCursor(c.mailbox, relay)
+		return err
+	}
+	var err error
+	if tx != nil {
+		err = load(tx)
+	} else {
+		err = c.db.View(load)
+	}
+	if err != nil {
+		return wire.Cursor{}, err
+	}
+	kept := cur.Clone()
+	c.cursors[relay] = &kept
+	return cur, nil
+}
+
 // ingest stores a batch of verified entries in one transaction: for each
 // new CID, the decrypted message (or the entry, pending, if no session
 // opens it yet), the sessions it advanced, the CID as seen; with
-// watermarks (a sync page), the cursor advance. It returns the CIDs to ack.
-// A rejected entry (forged, corrupted, replayed) changes no session and is
-// never shown; its CID is acked so that relays drop it.
-func (c *Client) ingest(entries []rpc.Entry, watermarks []wire.Position) ([]wire.CID, error) {
+// watermarks (a page of a sync of relay), the advance of relay's cursor.
+// It returns the CIDs to ack. A rejected entry (forged, corrupted,
+// replayed) changes no session and is never shown; its CID is acked so
+// that relays drop it.
+func (c *Client) ingest(entries []rpc.Entry, watermarks []wire.Position, relay peer.ID) ([]wire.CID, error) {
 	t0 := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -398,6 +439,7 @@ func (c *Client) ingest(entries []rpc.Entry, watermarks []wire.Position) ([]wire
 	}
 	b := newBatch(c.now())
 	var acks []wire.CID
+	var advanced *wire.Cursor
 	newHole := false
 	err := c.db.Update(func(tx *store.ClientTx) error {
 		for i := range entries {
@@ -432,21 +474,31 @@ func (c *Client) ingest(entries []rpc.Entry, watermarks []wire.Position) ([]wire
 			}
 		}
 		newHole = c.notedHolesLocked(b)
-		if watermarks != nil {
-			for _, w := range watermarks {
-				if err := c.cursor.Advance(w.Origin, w.Seq); err != nil {
-					c.log.Warn("cursor advance", "origin", w.Origin.String(), "err", err)
-				}
-			}
-			if err := tx.PutCursor(c.mailbox, &c.cursor); err != nil {
+		if watermarks != nil && relay != "" {
+			// A relay's watermarks are its own claim: they advance only
+			// the cursor this client sends to that relay (SPEC.md §7).
+			cur, err := c.relayCursorLocked(tx, relay)
+			if err != nil {
 				return err
 			}
+			for _, w := range watermarks {
+				if err := cur.Advance(w.Origin, w.Seq); err != nil {
+					c.log.Warn("cursor advance", "relay", relay.String(), "origin", w.Origin.String(), "err", err)
+				}
+			}
+			if err := tx.PutRelayCursor(c.mailbox, relay, &cur); err != nil {
+				return err
+			}
+			advanced = &cur
 		}
 		return c.flushBatchLocked(tx, b)
 	})
 	if err != nil {
 		c.reloadLocked()
 		return nil, fmt.Errorf("client: store entries: %w", err)
+	}
+	if advanced != nil {
+		c.cursors[relay] = advanced
 	}
 	for _, k := range b.done {
 		c.delOutLocked(k)
@@ -840,9 +892,24 @@ func (c *Client) nextGapCheck() (time.Time, bool) {
 	return at, !at.IsZero()
 }
 
-// checkGaps reports the holes that stayed open for GapGrace although every
-// reachable replica was synced after they appeared (a round that started
-// after the hole was noticed), and releases the messages held behind them.
+// gapDue reports whether a hole had been open for GapGrace at t: a sync
+// round that starts at t will report it.
+func (c *Client) gapDue(t time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.recv {
+		if len(r.Above) > 0 && r.HoleSinceMs != 0 && t.Sub(msTime(r.HoleSinceMs)) >= c.cfg.GapGrace {
+			return true
+		}
+	}
+	return false
+}
+
+// checkGaps reports the holes that had been open for GapGrace when a sync
+// round started (it then synced every reachable replica from the empty
+// cursor: the missing entries are on none of them), and releases the
+// messages held behind them. A hole whose grace period ended during the
+// round is reported by the next one, which recvLoop starts at once.
 func (c *Client) checkGaps(roundStart time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -856,8 +923,7 @@ func (c *Client) checkGaps(roundStart time.Time) {
 			if len(r.Above) == 0 || r.HoleSinceMs == 0 {
 				continue
 			}
-			since := msTime(r.HoleSinceMs)
-			if now.Sub(since) < c.cfg.GapGrace || roundStart.Before(since) {
+			if roundStart.Sub(msTime(r.HoleSinceMs)) < c.cfg.GapGrace {
 				continue
 			}
 			for len(r.Above) > 0 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cairn-net/cairn/wire"
 )
@@ -502,6 +503,30 @@ func (t *ClientTx) Cursor(mb wire.Mailbox) (wire.Cursor, error) {
 // (SPEC.md §7).
 func (t *ClientTx) PutCursor(mb wire.Mailbox, c *wire.Cursor) error {
 	return t.txn.Set(cursorKey(mb), encodeCursor(c))
+}
+
+// RelayCursor returns the durable sync cursor of a mailbox at one relay:
+// the coverage that relay's own watermarks vouch for (SPEC.md §7). It is
+// the empty cursor if none was stored.
+func (t *ClientTx) RelayCursor(mb wire.Mailbox, relay peer.ID) (wire.Cursor, error) {
+	if len(relay) == 0 {
+		return wire.Cursor{}, fmt.Errorf("store: relay cursor without a relay: %w", wire.ErrMalformed)
+	}
+	c, err := get(t, relayCursorKey(mb, relay), decodeCursor)
+	if errors.Is(err, ErrNotFound) {
+		return wire.Cursor{}, nil
+	}
+	return c, err
+}
+
+// PutRelayCursor stores the sync cursor of a mailbox at one relay,
+// replacing it. The caller advances it only with that relay's watermarks,
+// over entries stored in the same transaction or before (SPEC.md §7).
+func (t *ClientTx) PutRelayCursor(mb wire.Mailbox, relay peer.ID, c *wire.Cursor) error {
+	if len(relay) == 0 {
+		return fmt.Errorf("store: relay cursor without a relay: %w", wire.ErrMalformed)
+	}
+	return t.txn.Set(relayCursorKey(mb, relay), encodeCursor(c))
 }
 
 // Seen reports whether a CID was marked seen (and not yet forgotten).

@@ -3,6 +3,8 @@ package store
 import (
 	"encoding/binary"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/cairn-net/cairn/wire"
 )
 
@@ -19,6 +21,7 @@ import (
 //	'm' len(1) contact dir(1) counter(8)   Message
 //	'r' contact                            RecvState
 //	'u' mailbox(34)                        cursor of a mailbox
+//	'w' mailbox(34) relay                  cursor of a mailbox at one relay (the relay's peer ID bytes)
 //	'n' cid(36)                            seen CID (badger TTL: until it may be forgotten)
 //	'p' seq(8)                             PendingEntry
 //
@@ -36,6 +39,7 @@ const (
 	cMessage  = 'm'
 	cRecv     = 'r'
 	cCursor   = 'u'
+	cRelayCur = 'w'
 	cSeen     = 'n'
 	cPending  = 'p'
 )
@@ -73,6 +77,9 @@ func sessionKey(hid [32]byte) []byte {
 func recvKey(id string) []byte         { return append([]byte{cRecv}, id...) }
 func cursorKey(mb wire.Mailbox) []byte { return append([]byte{cCursor}, mb[:]...) }
 func seenKey(c wire.CID) []byte        { return append([]byte{cSeen}, c[:]...) }
+func relayCursorKey(mb wire.Mailbox, relay peer.ID) []byte {
+	return append(append([]byte{cRelayCur}, mb[:]...), relay...)
+}
 func pendingKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{cPending}, seq)
 }
