@@ -182,6 +182,19 @@ type Config struct {
 	// MaxCommitBatch bounds one group commit of the store (one fsync, one
 	// receipt signature). Default 256.
 	MaxCommitBatch int
+	// MaxStoreBacklog bounds the work queued ahead of the store, in
+	// operations: deposits admitted on every stream and not yet handed to
+	// the store, plus the store's own queue (appends, replicated entries,
+	// acks, sweeps submitted and not yet committed). A deposit that would
+	// go above it is answered BUSY with retry_after_ms ≈ the time the
+	// queued work takes to commit (SPEC.md §10.3), so that senders above
+	// the relay's capacity are told to back off or try another replica
+	// instead of waiting behind flow control. Default 1,024 = 4 ×
+	// MaxCommitBatch: four full commits, so about four commit times of
+	// waiting (10–60 ms each measured here), and four senders with full
+	// deposit windows (wire.MaxDepositInflight each) are never refused.
+	// At least MaxCommitBatch.
+	MaxStoreBacklog int
 	// StoreMemoryBytes is the store's memory budget
 	// (store.LogOptions.MemoryBudget): badger's two memtables (1/4 each),
 	// its table-index cache (1/4) and the reconciliation indexes (1/4,
@@ -270,6 +283,7 @@ func DefaultConfig() Config {
 		DrainTimeout:             10 * time.Second,
 		GCInterval:               time.Minute,
 		MaxCommitBatch:           256,
+		MaxStoreBacklog:          1024,
 		StoreMemoryBytes:         store.DefaultMemoryBudget,
 	}
 }
@@ -334,6 +348,8 @@ func (c *Config) validate() error {
 		return bad("DrainTimeout must be positive")
 	case c.MaxCommitBatch < 1 || c.MaxCommitBatch > wire.MaxReceiptBatch:
 		return bad("MaxCommitBatch %d not in [1, %d]", c.MaxCommitBatch, wire.MaxReceiptBatch)
+	case c.MaxStoreBacklog < c.MaxCommitBatch:
+		return bad("MaxStoreBacklog %d below MaxCommitBatch %d", c.MaxStoreBacklog, c.MaxCommitBatch)
 	case c.StoreMemoryBytes < store.MinMemoryBudget:
 		return bad("StoreMemoryBytes %d below %d", c.StoreMemoryBytes, store.MinMemoryBudget)
 	}

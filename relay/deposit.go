@@ -37,6 +37,9 @@ type depositItem struct {
 	// reserved is what the item holds of the stream budget and of the
 	// resource manager's memory.
 	reserved int
+	// queued: the item counts in Node.depositQueue (admitted, not yet
+	// handed to the store).
+	queued bool
 }
 
 // byteBudget bounds the envelope bytes a stream has read but not answered.
@@ -134,12 +137,14 @@ func (n *Node) depositReader(in *inbound, f *rpc.Framed, items chan<- depositIte
 		if it.resp == nil {
 			size := len(it.dep.Envelope)
 			if !budget.take(size, quit) {
+				n.unqueue(&it)
 				return false
 			}
 			it.reserved = size
 			if err := in.s.Scope().ReserveMemory(size, network.ReservationPriorityMedium); err != nil {
 				budget.release(size)
 				it.reserved = 0
+				n.unqueue(&it)
 				it.resp = &pb.DepositResponse{Id: it.id, Status: pb.Status_STATUS_BUSY, Detail: "memory", RetryAfterMs: 1000}
 				n.m.reject("deposit", pb.Status_STATUS_BUSY)
 			}
@@ -181,7 +186,14 @@ func (n *Node) checkDeposit(in *inbound, req *pb.DepositRequest) depositItem {
 		r.resp.RetryAfterMs = retryMs(retry)
 		return r
 	}
+	if retry, busy := n.admitDeposit(); busy {
+		r := refuse(pb.Status_STATUS_BUSY, "store backlog")
+		r.resp.RetryAfterMs = retryMs(retry)
+		return r
+	}
+	it.queued = true
 	if ok, replicas := n.placement.Accepts(env.Mailbox); !ok {
+		n.unqueue(&it)
 		r := refuse(pb.Status_STATUS_NOT_REPLICA, "not a replica of this mailbox")
 		for _, p := range replicas {
 			r.resp.ReplicaPeers = append(r.resp.ReplicaPeers, []byte(p))
@@ -190,6 +202,7 @@ func (n *Node) checkDeposit(in *inbound, req *pb.DepositRequest) depositItem {
 	}
 	if d := n.cfg.PostageDifficulty; d > 0 {
 		if err := wire.CheckPostage(&env, d); err != nil {
+			n.unqueue(&it)
 			r := refuse(pb.Status_STATUS_POSTAGE_REQUIRED, "postage below difficulty")
 			r.resp.PostageDifficulty = uint32(d)
 			return r
@@ -199,7 +212,51 @@ func (n *Node) checkDeposit(in *inbound, req *pb.DepositRequest) depositItem {
 	return it
 }
 
+// admitDeposit is the relay-wide admission check of SPEC.md §10.3 (after
+// the peer's rate): it counts one more deposit in the work queued ahead of
+// the store, or, when that work is above MaxStoreBacklog operations,
+// counts nothing and returns how long the queued work should take to
+// commit (the BUSY answer's retry_after).
+//
+// The work is the deposits admitted on every stream and not yet handed to
+// the store, plus the store's own queue (every operation submitted and not
+// yet committed: appends, replicated entries, acks, sweeps). Without this
+// check a relay driven above its capacity by senders within their
+// per-peer rates only stops reading (flow control): nothing tells them to
+// back off or try another replica, and their waits grow with the
+// overload.
+func (n *Node) admitDeposit() (retryAfter time.Duration, busy bool) {
+	b := n.store.Backlog()
+	queued := n.depositQueue.Add(1)
+	work := int(queued) + b.Ops
+	if work <= n.cfg.MaxStoreBacklog {
+		return 0, false
+	}
+	n.depositQueue.Add(-1)
+	b.Ops = work
+	d := b.Drain()
+	if b.Commit == 0 && b.LastCommit == 0 {
+		// No commit measured yet: assume 10 ms per commit.
+		d = time.Duration((work+b.Batch-1)/max(1, b.Batch)) * 10 * time.Millisecond
+	}
+	return min(d, maxBusyRetry), true
+}
+
+// maxBusyRetry caps the retry_after of a deposit refused for the store's
+// backlog (a stalled disk makes the estimate large; the client tries the
+// other replicas meanwhile).
+const maxBusyRetry = 10 * time.Second
+
+// unqueue takes an admitted item out of Node.depositQueue.
+func (n *Node) unqueue(it *depositItem) {
+	if it.queued {
+		it.queued = false
+		n.depositQueue.Add(-1)
+	}
+}
+
 func (n *Node) releaseItem(in *inbound, budget *byteBudget, it depositItem) {
+	n.unqueue(&it)
 	if it.reserved > 0 {
 		in.s.Scope().ReleaseMemory(it.reserved)
 		budget.release(it.reserved)
@@ -267,6 +324,13 @@ func (n *Node) depositProcessor(in *inbound, f *rpc.Framed, items <-chan deposit
 		var results []store.AppendManyResult
 		if len(deps) > 0 {
 			n.m.appendBatch.Observe(float64(len(deps)))
+			if n.beforeAppend != nil {
+				n.beforeAppend()
+			}
+			// From here the store's backlog counts them.
+			for i := range batch {
+				n.unqueue(&batch[i])
+			}
 			results = n.store.AppendMany(n.workCtx, deps)
 		}
 		if quorum {

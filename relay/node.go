@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -89,6 +90,13 @@ type Node struct {
 	workCtx     context.Context
 	workCancel  context.CancelFunc
 	bg          sync.WaitGroup
+
+	// depositQueue counts deposits admitted on every stream and not yet
+	// handed to the store (admitDeposit).
+	depositQueue atomic.Int64
+	// beforeAppend, if set, runs in a deposit stream's processor before
+	// it hands a batch to the store (tests: a slow store).
+	beforeAppend func()
 
 	mu      sync.Mutex
 	state   int

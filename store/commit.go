@@ -158,6 +158,7 @@ func (l *Log) run() {
 		start := time.Now()
 		l.commit(batch)
 		lastCommit = time.Since(start)
+		l.noteCommit(lastCommit)
 		prev = len(batch)
 		if stop {
 			return
@@ -211,6 +212,7 @@ func (l *Log) commit(batch []*op) {
 			}
 		}
 	}
+	l.queued.Add(-int64(len(batch)))
 	for _, o := range batch {
 		if err != nil {
 			o.err = err

@@ -62,8 +62,14 @@ type Log struct {
 
 	reqs       chan *op
 	commitDone chan struct{}
-	bgStop     chan struct{}
-	bgDone     chan struct{}
+	// queued counts operations submitted and not yet committed (those
+	// waiting to enter reqs included); lastCommitNs is the duration of the
+	// latest group commit, ewmaCommitNs a moving average of it (Backlog).
+	queued       atomic.Int64
+	lastCommitNs atomic.Int64
+	ewmaCommitNs atomic.Int64
+	bgStop       chan struct{}
+	bgDone       chan struct{}
 
 	mu        sync.RWMutex
 	failed    atomic.Pointer[error] // set once a commit failed
@@ -427,11 +433,13 @@ func (l *Log) submit(ctx context.Context, ops ...*op) error {
 		return fmt.Errorf("store: log failed earlier: %w", *failed)
 	}
 	done := make(chan *op, len(ops))
-	for _, o := range ops {
+	l.queued.Add(int64(len(ops)))
+	for i, o := range ops {
 		o.done = done
 		select {
 		case l.reqs <- o:
 		case <-ctx.Done():
+			l.queued.Add(-int64(len(ops) - i)) // never queued
 			l.exit()
 			return ctx.Err()
 		}
@@ -1243,4 +1251,51 @@ func (l *Log) SplitRange(mailbox wire.Mailbox, set Set, lower, upper []byte, k i
 		return []Subrange{{Upper: clone(upper)}}, nil
 	}
 	return subs, nil
+}
+
+// Backlog is the work queued for the log's commit goroutine (a relay's
+// admission check, SPEC.md §12 MaxStoreBacklog).
+type Backlog struct {
+	// Ops counts operations submitted and not yet committed: those waiting
+	// for the commit goroutine and those in the commit being written.
+	Ops int
+	// Batch is LogOptions.MaxCommitBatch: at most this many operations
+	// share one commit.
+	Batch int
+	// LastCommit is the duration of the latest group commit, and Commit a
+	// moving average over recent ones (1/8 weight for the newest); both 0
+	// before the first.
+	LastCommit, Commit time.Duration
+}
+
+// Drain estimates how long the queued operations take to commit: as many
+// commits of Batch operations as they fill, each taking the average
+// commit time (the latest, if longer: a slowing disk shows at once).
+func (b Backlog) Drain() time.Duration {
+	if b.Ops <= 0 {
+		return 0
+	}
+	commits := (b.Ops + max(1, b.Batch) - 1) / max(1, b.Batch)
+	return time.Duration(commits) * max(b.Commit, b.LastCommit)
+}
+
+// Backlog returns the queued work. It takes no lock.
+func (l *Log) Backlog() Backlog {
+	return Backlog{
+		Ops:        int(max(0, l.queued.Load())),
+		Batch:      l.batch,
+		LastCommit: time.Duration(l.lastCommitNs.Load()),
+		Commit:     time.Duration(l.ewmaCommitNs.Load()),
+	}
+}
+
+// noteCommit records a commit's duration (commit goroutine only).
+func (l *Log) noteCommit(d time.Duration) {
+	l.lastCommitNs.Store(int64(d))
+	old := l.ewmaCommitNs.Load()
+	if old == 0 {
+		l.ewmaCommitNs.Store(int64(d))
+		return
+	}
+	l.ewmaCommitNs.Store(old + (int64(d)-old)/8)
 }
