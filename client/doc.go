@@ -51,8 +51,11 @@
 //     together with the ratchet state that encrypted it (one transaction);
 //     nothing touches the network before. The outbox survives restarts and
 //     crashes; a message is deposited until a relay's signed receipt for it
-//     verifies (StatusStored), retried with exponential backoff and jitter
-//     across the replicas of the recipient's mailbox, newest messages first.
+//     verifies (StatusStored) — a receipt whose origin is a replica of the
+//     recipient's mailbox: a relay's "duplicate" without one is not taken
+//     on its word alone (SPEC.md §17.3) — retried with exponential backoff
+//     and jitter across the replicas of the recipient's mailbox, newest
+//     messages first.
 //   - A delivery receipt from the recipient (an encrypted DELIVERY payload,
 //     SPEC.md §16) makes it StatusDelivered. A message whose expiry passes
 //     without one becomes StatusExpiredUndelivered, confirmed with the

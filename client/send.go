@@ -384,6 +384,14 @@ type depositOutcome struct {
 // attempt deposits a batch of entries to one mailbox: to the closest
 // reachable replica, pipelined on its deposit stream; what a replica does
 // not take is tried on the next.
+//
+// An entry is stored when a replica answers with a receipt that verifies
+// and whose origin is that replica or another replica of the mailbox
+// (SPEC.md §17.3). A duplicate answered without a receipt ("acked or
+// expired here"), or with a receipt of an origin that is no replica,
+// proves nothing: the entry is tried on the next replica. It counts as
+// stored without a receipt only if two replicas (one, if the set has one)
+// gave such an answer and none took it.
 func (c *Client) attempt(ctx context.Context, mb wire.Mailbox, hints []peer.ID, items []*store.OutboxEntry) {
 	n := c.net
 	out := make([]depositOutcome, len(items))
@@ -391,8 +399,22 @@ func (c *Client) attempt(ctx context.Context, mb wire.Mailbox, hints []peer.ID, 
 	for i := range left {
 		left[i] = i
 	}
-	defer func() { c.finishAttempt(mb, items, out) }()
-	replicas, _ := n.replicaSet(ctx, mb, hints)
+	// gone[i] lists the replicas that answered entry i with an unconfirmed
+	// duplicate.
+	gone := make([][]peer.ID, len(items))
+	var replicas []peer.ID
+	defer func() {
+		for _, i := range left {
+			if out[i].final == 0 && len(gone[i]) > 0 && len(gone[i]) >= min(2, len(replicas)) {
+				c.log.Info("duplicate confirmed by several replicas: the entry was delivered or expired", "cid", items[i].CID.String(), "replicas", len(gone[i]))
+				out[i].stored = true
+			}
+		}
+		c.finishAttempt(mb, items, out)
+	}()
+	replicas, _ = n.replicaSet(ctx, mb, hints)
+	// known holds the replica set and the replicas relays name (NOT_REPLICA).
+	known := slices.Clone(replicas)
 	for _, relay := range n.order(replicas) {
 		if len(left) == 0 || ctx.Err() != nil {
 			return
@@ -430,16 +452,27 @@ func (c *Client) attempt(ctx context.Context, mb wire.Mailbox, hints []peer.ID, 
 			}
 			res, err := calls[j].Wait(ctx)
 			if err == nil {
-				if res.Receipt != nil {
-					if res.Receipt.CID != items[i].CID || res.Receipt.Mailbox != mb {
-						c.log.Warn("receipt for another envelope", "relay", relay.String())
-						still = append(still, i)
-						continue
-					}
-					rb, merr := res.Receipt.Marshal()
-					if merr == nil {
-						out[i].receipt = rb
-					}
+				switch {
+				case res.Receipt == nil:
+					// "Delivered or expired here": the relay's word alone.
+					c.log.Info("duplicate without a receipt; trying another replica", "relay", relay.String(), "cid", items[i].CID.String())
+					gone[i] = append(gone[i], relay)
+					still = append(still, i)
+					continue
+				case res.Receipt.CID != items[i].CID || res.Receipt.Mailbox != mb:
+					c.log.Warn("receipt for another envelope", "relay", relay.String())
+					still = append(still, i)
+					continue
+				case res.Receipt.Origin != relay && !slices.Contains(known, res.Receipt.Origin):
+					c.log.Warn("duplicate with a receipt whose origin is no replica of the mailbox; trying another replica",
+						"relay", relay.String(), "origin", res.Receipt.Origin.String())
+					gone[i] = append(gone[i], relay)
+					still = append(still, i)
+					continue
+				}
+				rb, merr := res.Receipt.Marshal()
+				if merr == nil {
+					out[i].receipt = rb
 				}
 				out[i].stored = true
 				anyStored = true
@@ -452,6 +485,7 @@ func (c *Client) attempt(ctx context.Context, mb wire.Mailbox, hints []peer.ID, 
 				switch re.Status {
 				case pb.Status_STATUS_NOT_REPLICA:
 					n.notReplica(mb, re.ReplicaPeers)
+					known = append(known, re.ReplicaPeers...)
 					for _, p := range re.ReplicaPeers {
 						n.ensureAddrs(ctx, p)
 					}

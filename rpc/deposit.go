@@ -16,9 +16,14 @@ import (
 
 // DepositResult is a relay's answer to an accepted deposit.
 type DepositResult struct {
-	// Receipt is the verified origin stamp of the stored entry. It is nil
-	// only for a duplicate of an entry the relay no longer holds (acked or
-	// expired there; Client.Status tells which).
+	// Receipt is the verified origin stamp of the stored entry. For a new
+	// entry its origin is the relay. For a duplicate it is the stamp of
+	// whichever relay first took the envelope: its signature proves only
+	// that this origin stored the entry, so a caller relies on it only if
+	// the origin is a replica of the mailbox (SPEC.md §17.3). It is nil
+	// only for a duplicate of an entry the relay says it no longer holds
+	// (acked or expired there; Client.Status tells which) — the relay's
+	// word alone.
 	Receipt *wire.SignedReceipt
 	// Duplicate is true if the relay already knew the CID and stored
 	// nothing.
