@@ -86,6 +86,7 @@ the same faults at the same times; the interleavings of real processes differ.`,
 	fl.IntVar(&o.Clients, "clients", 4, "number of clients (at least 4)")
 	fl.DurationVar(&o.Pace, "pace", 300*time.Millisecond, "mean time between two messages of one client")
 	fl.DurationVar(&o.Converge, "converge", 3*time.Minute, "how long clients may take to deliver everything at the end")
+	fl.StringVar(&o.LogLevel, "proc-log-level", "warn", "--log-level of the relay and client processes (their relay.log and client.log): debug, info, warn or error")
 	fl.StringVar(&o.Dir, "dir", "", "directory for the relays' and clients' data, logs and event lines (kept); default: a temporary one, removed at the end unless a check fails")
 	return cmd
 }

@@ -56,6 +56,10 @@ type Options struct {
 	Replay string
 	// Logger receives the driver's debug log (nil: discarded).
 	Logger *slog.Logger
+	// LogLevel is the --log-level of the relay and client processes
+	// (relays/relay-N/relay.log, client-N/client.log): debug, info, warn
+	// or error (default warn).
+	LogLevel string
 }
 
 func (o *Options) defaults() error {
@@ -72,6 +76,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Converge <= 0 {
 		o.Converge = 3 * time.Minute
+	}
+	if o.LogLevel == "" {
+		o.LogLevel = "warn"
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
@@ -247,7 +254,7 @@ func (r *run) setup(ctx context.Context) error {
 		R:       R,
 		Dir:     filepath.Join(r.dir, "relays"),
 		Metrics: true,
-		Args:    []string{"--testnet-deny-file", r.denyPath, "--log-level", "warn"},
+		Args:    []string{"--testnet-deny-file", r.denyPath, "--log-level", r.o.LogLevel},
 		Logger:  r.log,
 		Announce: func(index, port int) int {
 			r.mu.Lock()

@@ -81,7 +81,7 @@ func (c *clientProc) start() error {
 	c.starts++
 	cmd := exec.Command(c.r.o.Bin, "testnet", "chaos-client",
 		"--home", c.home, "--name", c.name, "--deny-file", c.r.denyPath,
-		"--seed", strconv.FormatUint(seed, 10), "--pace", c.r.o.Pace.String())
+		"--seed", strconv.FormatUint(seed, 10), "--pace", c.r.o.Pace.String(), "--log-level", c.r.o.LogLevel)
 	testnet.SetProcGroup(cmd)
 	cmd.Stderr = c.logf
 	out, err := cmd.StdoutPipe()
