@@ -14,8 +14,12 @@ type Config struct {
 	// never refused because the store is full. Default 2000.
 	MaxSkippedKeys int
 	// MaxOldChains is how many previous receiving chains (their header key
-	// and skipped keys) a session keeps besides the current one. It bounds
-	// the header trial cost: at most 2 + MaxOldChains AEAD opens. Default 5.
+	// and skipped keys) a session keeps besides the current one, newest
+	// first; beyond those it keeps up to MaxOldChains older chains that
+	// still hold skipped keys (messages sent and not yet arrived, such as
+	// one held at a relay while the conversation went on elsewhere), and
+	// drops the others with their keys. It bounds the header trial cost:
+	// at most 2 + 2·MaxOldChains AEAD opens. Default 5.
 	MaxOldChains int
 	// MaxReplayRecords caps, per signed prekey, the handshake IDs that
 	// PrivateKeys remembers for handshakes that used no one-time prekey, to

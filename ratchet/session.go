@@ -418,6 +418,41 @@ func (s *Session) decryptSkipped(ci int, h header, nonce, body, ad []byte) ([]by
 	return pt, nil
 }
 
+// dropOldChains bounds the receiving chains after a DH step: besides the
+// current one, the newest MaxOldChains are kept, and of the older ones
+// those that still hold skipped keys (messages the peer sent that have not
+// arrived: a message delayed across many steps, at a relay cut from the
+// others) up to MaxOldChains more, newest first. Older chains are dropped
+// with their keys.
+func (s *Session) dropOldChains() {
+	maxOld := s.Config.maxOldChains()
+	older := len(s.chains) - 1 - maxOld // chains beyond the newest maxOld old ones
+	if older <= 0 {
+		return
+	}
+	// Keep the newest key-holding chains among the older ones.
+	keep := make([]bool, older)
+	for i, held := older-1, 0; i >= 0 && held < maxOld; i-- {
+		if len(s.chains[i].keys) > 0 {
+			keep[i] = true
+			held++
+		}
+	}
+	n := len(s.chains)
+	kept := s.chains[:0]
+	for i := range s.chains {
+		if i < older && !keep[i] {
+			s.nkeys -= len(s.chains[i].keys)
+			wipeKeys(s.chains[i].keys)
+			clear(s.chains[i].hk[:])
+			continue
+		}
+		kept = append(kept, s.chains[i])
+	}
+	s.chains = kept
+	clear(s.chains[len(s.chains):n]) // stale copies of live chains
+}
+
 // skipKeys derives the message keys of messages from..to-1 of the chain
 // whose key is ck, advancing ck to message to.
 func skipKeys(ck *[keySize]byte, from, to uint32) []skippedKey {
@@ -452,16 +487,7 @@ func (s *Session) commit(p *plan) {
 	if p.step {
 		s.chains = append(s.chains, rchain{hk: p.core.hkr, keys: p.addNew})
 		s.nkeys += len(p.addNew)
-		if drop := len(s.chains) - 1 - s.Config.maxOldChains(); drop > 0 {
-			for i := range drop {
-				s.nkeys -= len(s.chains[i].keys)
-				wipeKeys(s.chains[i].keys)
-				clear(s.chains[i].hk[:])
-			}
-			n := len(s.chains)
-			s.chains = append(s.chains[:0], s.chains[drop:]...)
-			clear(s.chains[len(s.chains):n]) // stale copies of live chains
-		}
+		s.dropOldChains()
 		s.dhs = p.dhs
 	}
 	// Evict the oldest skipped keys beyond the cap.

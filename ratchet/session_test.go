@@ -50,3 +50,45 @@ func TestRatchetSerialiseRoundTrip(t *testing.T) {
 		t.Fatalf("truncated: %v", err)
 	}
 }
+
+// A message delayed across more DH steps than MaxOldChains (a store-and-
+// forward relay cut from the others holds it while the conversation goes
+// on through another) still decrypts: the old chain that holds its skipped
+// key is kept although chains without skipped keys that are newer are
+// dropped. Only MaxOldChains such key-holding chains are kept beyond the
+// newest MaxOldChains; older ones are dropped with their keys.
+func TestRatchetDelayedAcrossManySteps(t *testing.T) {
+	rand := testRand(21)
+	alice, bob := pair(t, rand)
+	exchange(t, rand, bob, alice, "start")
+	maxOld := bob.Config.maxOldChains()
+	// One held message per chain of alice, for maxOld+1 chains; the next
+	// message of each chain arrives, so bob keeps the held one's key.
+	var held [][]byte
+	for i := range maxOld + 1 {
+		held = append(held, encrypt(t, alice, fmt.Sprint("held ", i)))
+		exchange(t, rand, alice, bob, fmt.Sprint("a", i))
+		exchange(t, rand, bob, alice, fmt.Sprint("b", i))
+	}
+	// More steps than MaxOldChains with nothing missing.
+	for i := range 2 * maxOld {
+		exchange(t, rand, alice, bob, fmt.Sprint("c", i))
+		exchange(t, rand, bob, alice, fmt.Sprint("d", i))
+	}
+	if n := len(bob.chains); n > 1+2*maxOld {
+		t.Fatalf("%d receiving chains kept, want at most %d", n, 1+2*maxOld)
+	}
+	bob = cloneSession(t, bob) // what a client reloads from its store
+	// The oldest key-holding chain beyond the bound was dropped.
+	decryptErr(t, bob, held[0], ErrNotForSession)
+	for i := 1; i < len(held); i++ {
+		decryptOK(t, bob, held[i], fmt.Sprint("held ", i))
+	}
+	// Decrypting them emptied their chains: the next step drops them.
+	exchange(t, rand, alice, bob, "e")
+	exchange(t, rand, bob, alice, "f")
+	exchange(t, rand, alice, bob, "g")
+	if n := len(bob.chains); n != 1+maxOld {
+		t.Fatalf("%d receiving chains kept, want %d", n, 1+maxOld)
+	}
+}
