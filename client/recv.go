@@ -624,9 +624,15 @@ func (c *Client) openLocked(ct []byte) (s *sessionRec, pt []byte, fresh bool, er
 }
 
 // openEntryLocked decrypts one entry and applies its payload. An entry no
-// session opens is kept pending (unless it comes from the pending table).
+// session opens yet is kept pending (unless it comes from the pending
+// table): one that fits no session, or that a session refuses as too far
+// ahead of its chain (the messages before it may still arrive).
 func (c *Client) openEntryLocked(tx *store.ClientTx, b *batch, cid wire.CID, envelope, ct []byte, fromPending bool) error {
 	s, pt, fresh, err := c.openLocked(ct)
+	if errors.Is(err, ratchet.ErrTooManySkipped) {
+		c.log.Info("entry too far ahead of its session; kept pending", "cid", cid.String())
+		err = errNoSession
+	}
 	if errors.Is(err, errNoSession) {
 		if fromPending {
 			return errNoSession
