@@ -229,7 +229,12 @@ func (n *Node) serveSubscribe(in *inbound) {
 	}()
 	n.pushLoop(in, f, sub, peerDone)
 	<-peerDone
+	closeStream(in.s)
 }
+
+// shutdownLinger bounds how long a closing relay waits for a subscriber to
+// close its side after the SHUTTING_DOWN status.
+const shutdownLinger = 2 * time.Second
 
 // pushLoop writes the subscriber's queue until the subscription ends.
 func (n *Node) pushLoop(in *inbound, f *rpc.Framed, sub *subscriber, peerDone chan error) {
@@ -305,7 +310,20 @@ func (n *Node) pushLoop(in *inbound, f *rpc.Framed, sub *subscriber, peerDone ch
 			closeStream(in.s)
 			return
 		case <-n.drainCtx.Done():
-			end(pb.Status_STATUS_SHUTTING_DOWN, "relay is closing")
+			// The relay is closing: say so, half-close, and let the
+			// subscriber read the status and close its side (serveSubscribe
+			// waits for that, at most shutdownLinger) before the host
+			// closes the connection, which would reset it (with unread
+			// data, e.g. deposits, a TCP close is a reset) and lose the
+			// status on the way.
+			n.hub.remove(sub)
+			n.m.reject("subscribe", pb.Status_STATUS_SHUTTING_DOWN)
+			if err := f.Write(replySubscribe(pb.Status_STATUS_SHUTTING_DOWN, "relay is closing", 0), time.Second); err != nil {
+				_ = in.s.Reset()
+				return
+			}
+			_ = in.s.CloseWrite()
+			_ = in.s.SetReadDeadline(time.Now().Add(shutdownLinger))
 			return
 		}
 	}
