@@ -15,12 +15,16 @@ type Config struct {
 	MaxSkippedKeys int
 	// MaxOldChains is how many previous receiving chains (their header key
 	// and skipped keys) a session keeps besides the current one, newest
-	// first; beyond those it keeps up to MaxOldChains older chains that
-	// still hold skipped keys (messages sent and not yet arrived, such as
-	// one held at a relay while the conversation went on elsewhere), and
-	// drops the others with their keys. It bounds the header trial cost:
-	// at most 2 + 2·MaxOldChains AEAD opens. Default 5.
+	// first. Default 5.
 	MaxOldChains int
+	// MaxSkippedChains is how many older receiving chains that still hold
+	// skipped keys a session keeps beyond those, newest first: messages
+	// sent and not yet arrived, such as one held at a relay while the
+	// conversation went on through others for many DH steps. Other old
+	// chains are dropped with their keys. With MaxOldChains it bounds the
+	// header trial cost: at most 2 + MaxOldChains + MaxSkippedChains AEAD
+	// opens. Default 32.
+	MaxSkippedChains int
 	// MaxReplayRecords caps, per signed prekey, the handshake IDs that
 	// PrivateKeys remembers for handshakes that used no one-time prekey, to
 	// refuse their replay. The oldest record is evicted. Default 4096.
@@ -32,12 +36,14 @@ const (
 	DefaultMaxSkip          = 1000
 	DefaultMaxSkippedKeys   = 2000
 	DefaultMaxOldChains     = 5
+	DefaultMaxSkippedChains = 32
 	DefaultMaxReplayRecords = 4096
 )
 
 func (c Config) maxSkip() int          { return orDefault(c.MaxSkip, DefaultMaxSkip) }
 func (c Config) maxSkippedKeys() int   { return orDefault(c.MaxSkippedKeys, DefaultMaxSkippedKeys) }
 func (c Config) maxOldChains() int     { return orDefault(c.MaxOldChains, DefaultMaxOldChains) }
+func (c Config) maxSkippedChains() int { return orDefault(c.MaxSkippedChains, DefaultMaxSkippedChains) }
 func (c Config) maxReplayRecords() int { return orDefault(c.MaxReplayRecords, DefaultMaxReplayRecords) }
 
 func orDefault(v, d int) int {

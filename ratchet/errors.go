@@ -39,7 +39,7 @@ var (
 	// ErrNotForSession is returned by Session.Decrypt when the message header
 	// opens with none of this session's header keys (or the handshake message
 	// belongs to another handshake): the caller should try its next session.
-	// It costs at most 2 + 2·Config.MaxOldChains short AEAD opens to learn.
+	// It costs at most 2 + Config.MaxOldChains + Config.MaxSkippedChains short AEAD opens to learn.
 	ErrNotForSession = errors.New("ratchet: message not for this session")
 
 	// ErrCounterExhausted is returned by Session.Encrypt when the sending

@@ -422,7 +422,7 @@ func (s *Session) decryptSkipped(ci int, h header, nonce, body, ad []byte) ([]by
 // current one, the newest MaxOldChains are kept, and of the older ones
 // those that still hold skipped keys (messages the peer sent that have not
 // arrived: a message delayed across many steps, at a relay cut from the
-// others) up to MaxOldChains more, newest first. Older chains are dropped
+// others) up to MaxSkippedChains more, newest first. Older chains are dropped
 // with their keys.
 func (s *Session) dropOldChains() {
 	maxOld := s.Config.maxOldChains()
@@ -432,7 +432,7 @@ func (s *Session) dropOldChains() {
 	}
 	// Keep the newest key-holding chains among the older ones.
 	keep := make([]bool, older)
-	for i, held := older-1, 0; i >= 0 && held < maxOld; i-- {
+	for i, held := older-1, 0; i >= 0 && held < s.Config.maxSkippedChains(); i-- {
 		if len(s.chains[i].keys) > 0 {
 			keep[i] = true
 			held++
