@@ -25,7 +25,10 @@ func TestMain(m *testing.M) {
 // The chaos soak, short: 5 relays and 4 clients as processes of a cairn
 // binary built without -race (the test binary itself may run with it),
 // 45 s of seeded faults, then heal, converge and the four checks. The
-// seed is 1, or CAIRN_CHAOS_SEED. About 70 s on two cores.
+// seed is 1, or CAIRN_CHAOS_SEED. About 70 s on two cores. With
+// CAIRN_CHAOS_DIR set, the run's data (every process's log at info level,
+// the clients' events and stores, faults.log) is kept there for a
+// post-mortem.
 func TestChaosSoak(t *testing.T) {
 	seed := uint64(1)
 	if s := os.Getenv("CAIRN_CHAOS_SEED"); s != "" {
@@ -35,7 +38,13 @@ func TestChaosSoak(t *testing.T) {
 		}
 		seed = v
 	}
-	dir := t.TempDir()
+	dir, logLevel := t.TempDir(), ""
+	if d := os.Getenv("CAIRN_CHAOS_DIR"); d != "" {
+		dir, logLevel = d, "info"
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	bin := filepath.Join(dir, "cairn")
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/cairn-net/cairn/cmd/cairn").CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/cairn: %v\n%s", err, out)
@@ -50,6 +59,7 @@ func TestChaosSoak(t *testing.T) {
 		Duration: duration,
 		Converge: 2 * time.Minute,
 		Dir:      filepath.Join(dir, "soak"),
+		LogLevel: logLevel,
 		Out:      out,
 		Replay:   "CAIRN_CHAOS_SEED=" + strconv.FormatUint(seed, 10) + " go test -race -run TestChaosSoak -v ./testnet/chaos  (or: cairn testnet chaos --duration " + duration.String() + " --seed " + strconv.FormatUint(seed, 10) + ")",
 	})
