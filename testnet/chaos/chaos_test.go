@@ -38,9 +38,11 @@ func TestChaosSoak(t *testing.T) {
 		}
 		seed = v
 	}
-	dir, logLevel := t.TempDir(), ""
+	// Info-level logs are small (a few KiB per process) and say why an
+	// entry was rejected, kept pending or evicted: a failure prints them.
+	dir, logLevel := t.TempDir(), "info"
 	if d := os.Getenv("CAIRN_CHAOS_DIR"); d != "" {
-		dir, logLevel = d, "info"
+		dir = d
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -65,6 +67,13 @@ func TestChaosSoak(t *testing.T) {
 	})
 	out.flush()
 	if err != nil {
+		logs, _ := filepath.Glob(filepath.Join(dir, "soak", "client-*", "client.log"))
+		relayLogs, _ := filepath.Glob(filepath.Join(dir, "soak", "relays", "*", "relay.log"))
+		for _, name := range append(logs, relayLogs...) {
+			if b, rerr := os.ReadFile(name); rerr == nil && len(b) > 0 {
+				t.Logf("%s:\n%s", name, tail(b, 200))
+			}
+		}
 		t.Fatalf("seed %d: %v", seed, err)
 	}
 	if rep.Tally.Sent < 100 || rep.Tally.Delivered < 100 {
@@ -132,4 +141,13 @@ func (w *logWriter) flush() {
 		w.t.Log(string(w.buf))
 		w.buf = nil
 	}
+}
+
+// tail returns the last n lines of b.
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
