@@ -24,7 +24,7 @@ import (
 // Benchmarks of whole clusters (issue 8). Each runs real relays and
 // clients on 127.0.0.1 in this process, without links (DirectLinks: no
 // proxy hop), badger in a temp dir with synchronous commits. Commands and
-// results: BENCHMARKS.section.md.
+// results: BENCHMARKS.md.
 
 // benchEnvelope is a 1 KiB envelope for mb, distinct by counter.
 func benchEnvelope(b *testing.B, mb wire.Mailbox, counter uint64) []byte {
