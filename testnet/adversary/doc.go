@@ -18,7 +18,7 @@
 //   - Net, a small cluster of honest relay.Nodes, an optional Rogue and
 //     clients on 127.0.0.1.
 //
-// TESTING.section.md lists each guarantee, the test that proves it and the
+// TESTING.md (at the module root) lists each guarantee, the test that proves it and the
 // last measured figures. Tests of known bugs carry the build tag
 // adversary_known_bugs: they fail until the bug is fixed.
 //

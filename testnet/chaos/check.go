@@ -31,7 +31,7 @@ import (
 // envelopes are inline in the LSM tree, so the value log stays empty).
 // An empty store takes 28 KiB on disk (its 128 MiB value log and 64 MiB
 // memtable files are sparse); the figures of real runs are in
-// TESTING.section.md.
+// TESTING.md (the chaos soak).
 const DiskSlack = 2*64<<20 + 64<<20 + 2<<20
 
 // LiveFactor bounds the store's bytes per live envelope byte (keys,
