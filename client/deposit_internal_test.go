@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
-	kb "github.com/libp2p/go-libp2p-kbucket"
 
 	"github.com/cairn-net/cairn/rpc"
 	"github.com/cairn-net/cairn/store"
