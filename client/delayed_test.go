@@ -45,11 +45,10 @@ func TestClientMessageDelayedAcrossRatchetSteps(t *testing.T) {
 
 	// Round trips through y: each one is a new receiving chain at bob.
 	const rounds = 8
-	var fromAlice, fromBob []string
+	var fromBob []string
 	for i := 1; i <= rounds; i++ {
 		a, b := fmt.Sprintf("a-%d", i), fmt.Sprintf("b-%d", i)
 		sendAll(t, alice, bobAtAlice, []string{a})
-		fromAlice = append(fromAlice, a)
 		waitFor(t, a, func() bool { return slices.Contains(bodies(t, bob, aliceAtBob, client.Incoming), a) })
 		sendAll(t, bob, aliceAtBob, []string{b})
 		fromBob = append(fromBob, b)
