@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -26,6 +27,7 @@ type relayFlags struct {
 	bootstrap   []string
 	config      string
 	metricsAddr string
+	memoryLimit string
 	// denyFile is the hidden --testnet-deny-file (testnet.DenyFile).
 	denyFile string
 }
@@ -84,6 +86,7 @@ restarted with mailboxes is still catching up with the other replicas).`,
 	fl.StringArrayVar(&f.bootstrap, "bootstrap", nil, "relay to join the DHT through, a multiaddr with /p2p/<peer ID>; repeatable")
 	fl.StringVar(&f.config, "config", "", "config file (see 'cairn relay config-example')")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "host:port to serve /metrics (Prometheus) and /healthz on; empty: none")
+	fl.StringVar(&f.memoryLimit, "memory-limit", "", "soft limit of the Go heap, e.g. 384MiB; 0: none (default 384MiB; GOMEMLIMIT, if set, wins)")
 	fl.StringVar(&f.denyFile, "testnet-deny-file", "", "test networks only: a file of cuts, lines '<name> <name>' (peer IDs, or client-N), re-read every 150 ms; the relay refuses, and disconnects, every peer it is cut from (see package testnet, DenyFile; 'cairn testnet chaos' partitions relays with it)")
 	_ = fl.MarkHidden("testnet-deny-file")
 	cmd.AddCommand(&cobra.Command{
@@ -106,12 +109,19 @@ as a starting point: keys you leave out keep their defaults.`,
 type relaySetup struct {
 	cfg         relay.Config
 	metricsAddr string
+	// memoryLimit is the Go heap's soft limit (0: none).
+	memoryLimit int64
 }
+
+// defaultMemoryLimit is memory_limit's default: with the store's 128 MiB
+// budget it held a relay's anonymous memory to about 300 MiB under
+// deposit load and with 1,000,000 entries (BENCHMARKS.md).
+const defaultMemoryLimit = 384 << 20
 
 // buildRelayConfig merges defaults, the config file and the flags.
 func (a *app) buildRelayConfig(cmd *cobra.Command, f *relayFlags) (*relaySetup, error) {
 	cfg := relay.DefaultConfig()
-	s := &relaySetup{}
+	s := &relaySetup{memoryLimit: defaultMemoryLimit}
 	listen, announce, bootstrap := []string(nil), []string(nil), []string(nil)
 	if f.config != "" {
 		fh, err := os.Open(f.config)
@@ -126,6 +136,9 @@ func (a *app) buildRelayConfig(cmd *cobra.Command, f *relayFlags) (*relaySetup, 
 		cfg.DataDir = file.DataDir
 		listen, announce, bootstrap = file.Listen, file.Announce, file.Bootstrap
 		s.metricsAddr = file.MetricsAddr
+		if file.MemoryLimit >= 0 {
+			s.memoryLimit = file.MemoryLimit
+		}
 		if !cmd.Flags().Changed("log-level") && file.LogLevel != "" {
 			a.logLevel = file.LogLevel
 		}
@@ -148,6 +161,13 @@ func (a *app) buildRelayConfig(cmd *cobra.Command, f *relayFlags) (*relaySetup, 
 	}
 	if fl.Changed("metrics-addr") {
 		s.metricsAddr = f.metricsAddr
+	}
+	if fl.Changed("memory-limit") {
+		n, err := parseBytes(f.memoryLimit)
+		if err != nil {
+			return nil, usageErrorf("relay: --memory-limit: %v", err)
+		}
+		s.memoryLimit = n
 	}
 	if cfg.DataDir == "" {
 		return nil, usageErrorf("relay: --data-dir is required (or data_dir in the config file)")
@@ -201,6 +221,13 @@ func (a *app) runRelay(cmd *cobra.Command, f *relayFlags) error {
 		return err
 	}
 	s.cfg.Logger = log
+	switch {
+	case os.Getenv("GOMEMLIMIT") != "":
+		log.Debug("memory limit from GOMEMLIMIT", "limit", os.Getenv("GOMEMLIMIT"))
+	case s.memoryLimit > 0:
+		debug.SetMemoryLimit(s.memoryLimit)
+		log.Debug("memory limit", "bytes", s.memoryLimit)
+	}
 	var deny *testnet.DenyFile
 	if f.denyFile != "" {
 		deny = testnet.NewDenyFile(f.denyFile)

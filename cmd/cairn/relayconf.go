@@ -55,6 +55,7 @@ var confSections = []confSection{
 		{"metrics_addr", "", kindString, "host:port of the HTTP endpoint with /metrics (Prometheus) and /healthz.\nEmpty: no endpoint. Keep it on a private interface."},
 		{"log_level", "", kindString, "debug, info, warn or error."},
 		{"log_format", "", kindString, "text or json (log/slog, on stderr)."},
+		{"memory_limit", "", kindBytes, "Soft limit of the Go heap (runtime/debug.SetMemoryLimit): the garbage\ncollector works harder near it, so the relay's anonymous memory stays about\nthere; badger's memory-mapped files (page cache) come on top. 0: none. The\nGOMEMLIMIT environment variable, if set, wins. Default 384MiB."},
 	}},
 	{"relay policy (SPEC.md §12; advertised to clients where they need it)", []confKey{
 		{"max_envelope_bytes", "MaxEnvelopeBytes", kindBytes, "Largest envelope accepted (TOO_LARGE above); at most 262,199 (EnvelopeOverhead +\nMaxCiphertext)."},
@@ -144,6 +145,7 @@ type relayFile struct {
 	MetricsAddr string
 	LogLevel    string
 	LogFormat   string
+	MemoryLimit int64 // -1: not set
 	set         map[string]bool
 }
 
@@ -158,7 +160,7 @@ func parseRelayConfig(name string, r io.Reader, cfg *relay.Config) (*relayFile, 
 			}
 		}
 	}
-	f := &relayFile{set: map[string]bool{}}
+	f := &relayFile{set: map[string]bool{}, MemoryLimit: -1}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), 1<<20)
 	line := 0
@@ -211,6 +213,12 @@ func parseRelayConfig(name string, r io.Reader, cfg *relay.Config) (*relayFile, 
 				f.LogLevel = val
 			case "log_format":
 				f.LogFormat = val
+			case "memory_limit":
+				n, err := parseBytes(val)
+				if err != nil {
+					return nil, bad("%s: %v", key, err)
+				}
+				f.MemoryLimit = n
 			}
 			continue
 		}
@@ -406,6 +414,8 @@ func writeConfigExample(w io.Writer) error {
 					fmt.Fprintf(bw, "log_level = info\n")
 				case "log_format":
 					fmt.Fprintf(bw, "log_format = text\n")
+				case "memory_limit":
+					fmt.Fprintf(bw, "memory_limit = 384MiB\n")
 				}
 				continue
 			}

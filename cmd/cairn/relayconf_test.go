@@ -70,3 +70,51 @@ func TestRelayAnnounce(t *testing.T) {
 		t.Fatalf("no announce: %v %v", s, err)
 	}
 }
+
+// TestRelayMemoryLimit: memory_limit defaults to 384 MiB; the config key
+// sets it (0: none), --memory-limit overrides the file, and a bad value is
+// an error.
+func TestRelayMemoryLimit(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		conf := filepath.Join(dir, fmt.Sprintf("relay%d.conf", len(body)))
+		if err := os.WriteFile(conf, []byte("data_dir = /tmp/r\n"+body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return conf
+	}
+	build := func(args ...string) (*relaySetup, error) {
+		a := &app{}
+		cmd := a.relayCmd()
+		if err := cmd.ParseFlags(args); err != nil {
+			t.Fatal(err)
+		}
+		var f relayFlags
+		f.config, _ = cmd.Flags().GetString("config")
+		f.memoryLimit, _ = cmd.Flags().GetString("memory-limit")
+		return a.buildRelayConfig(cmd, &f)
+	}
+	for _, tc := range []struct {
+		args []string
+		want int64
+	}{
+		{[]string{"--config", write("")}, 384 << 20},
+		{[]string{"--config", write("memory_limit = 1GiB\n")}, 1 << 30},
+		{[]string{"--config", write("memory_limit = 0\n")}, 0},
+		{[]string{"--config", write("memory_limit = 1GiB\n"), "--memory-limit", "256MiB"}, 256 << 20},
+	} {
+		s, err := build(tc.args...)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if s.memoryLimit != tc.want {
+			t.Errorf("%v: memory limit %d, want %d", tc.args, s.memoryLimit, tc.want)
+		}
+	}
+	if _, err := build("--config", write("memory_limit = lots\n")); err == nil || !strings.Contains(err.Error(), "memory_limit") {
+		t.Errorf("bad memory_limit: %v", err)
+	}
+	if _, err := build("--config", write(""), "--memory-limit", "-1"); err == nil || !strings.Contains(err.Error(), "--memory-limit") {
+		t.Errorf("bad --memory-limit: %v", err)
+	}
+}
