@@ -77,9 +77,13 @@ type Client struct {
 	acking map[uint64]struct{}
 	ackJob uint64
 
-	// peerKey is the libp2p key of this run (made by New, used by Start).
-	peerKey crypto.PrivKey
-	peerID  peer.ID
+	// peerKey is the libp2p key of this run (made by New, used by Start);
+	// senderKey the one it writes to other mailboxes with (SenderPeerID).
+	// Neither is ever stored.
+	peerKey   crypto.PrivKey
+	peerID    peer.ID
+	senderKey crypto.PrivKey
+	senderID  peer.ID
 
 	startMu  sync.Mutex
 	started  bool
@@ -90,7 +94,7 @@ type Client struct {
 	kickSend chan struct{}
 	kickSync chan struct{}
 	syncMu   sync.Mutex // one sync round at a time
-	// bw, if set before Start (tests), counts the host's stream bytes.
+	// bw, if set before Start (tests), counts the hosts' stream bytes.
 	bw       metrics.Reporter
 	prekeyMu sync.Mutex // one prekey replenishment at a time
 }
@@ -132,6 +136,9 @@ func New(cfg Config) (*Client, error) {
 		// After the identity, so a deterministic Rand gives the same
 		// identity as before.
 		c.peerKey, c.peerID, err = newPeerKey(cfg.Rand)
+	}
+	if err == nil {
+		c.senderKey, c.senderID, err = newPeerKey(cfg.Rand)
 	}
 	if err != nil {
 		_ = db.Close()
@@ -600,15 +607,26 @@ func (c *Client) emit(evs ...Event) {
 	}
 }
 
-// PeerID returns the libp2p peer ID this client uses on the network: the
-// ID relays see its connections come from. It is fresh for every Client
-// (New makes the key; Start uses it), so relays cannot link a user's runs;
-// it is known before Start, so a test network or an operator's tooling
-// can recognise the client's connections from the first one.
+// PeerID returns the libp2p peer ID this client uses on the network for
+// its own mailbox (sync, subscribe, ack, prekey upload) and the DHT: the
+// ID relays see those connections come from. It is fresh for every Client
+// (New makes the key; Start uses it; it is never stored), so relays cannot
+// link a user's runs; it is known before Start, so a test network or an
+// operator's tooling can recognise the client's connections from the
+// first one.
 func (c *Client) PeerID() peer.ID { return c.peerID }
 
+// SenderPeerID returns the libp2p peer ID this client writes to other
+// mailboxes with: deposits, one-time prekey fetches and status queries of
+// sent messages go out from a second host with this ID, so a relay cannot
+// link the mailbox a user owns to the mailboxes it writes to (SPEC.md
+// §17.1, §19). Like PeerID it is fresh for every Client, never stored,
+// known before Start and different from PeerID.
+func (c *Client) SenderPeerID() peer.ID { return c.senderID }
+
 // Start goes online: it starts a libp2p host (dialing out only, with the
-// key of PeerID) with the DHT in client mode, dials the bootstrap relays,
+// key of PeerID) with the DHT in client mode, a second one for what it
+// sends (with the key of SenderPeerID), dials the bootstrap relays,
 // and runs the sender (outbox), the receiver (live subscription and sync)
 // and prekey replenishment in the background until Close. Start does not
 // wait for any relay (a client starts offline as well as online): call
@@ -627,7 +645,7 @@ func (c *Client) Start(ctx context.Context) error {
 	if c.started {
 		return nil
 	}
-	n, err := newNet(&c.cfg, c.log, c.bootstrap, c.peerKey, c.bw)
+	n, err := newNet(&c.cfg, c.log, c.bootstrap, c.peerKey, c.senderKey, c.bw)
 	if err != nil {
 		return err
 	}

@@ -22,10 +22,13 @@
 //
 // New creates the identity on first use (an identity key, a mailbox key,
 // signed prekeys) and stores it; it does not touch the network, so invites
-// can be made offline. Start runs, until Close, a libp2p host that only
-// dials out (with a fresh libp2p key each run, PeerID, so relays cannot
-// link the user's deposits across runs), the DHT in client mode, the
-// sender loop and the receiver loop.
+// can be made offline. Start runs, until Close, two libp2p hosts that only
+// dial out, each with a fresh libp2p key each run (so relays cannot link
+// the user's deposits across runs): one (PeerID) for the user's own
+// mailbox and the DHT in client mode, the other (SenderPeerID) for
+// deposits into other mailboxes, prekey fetches and status queries (so a
+// relay cannot link the user's mailbox to the mailboxes it writes to);
+// and the sender loop and the receiver loop.
 //
 // # Online
 //

@@ -30,15 +30,26 @@ import (
 	"github.com/cairn-net/cairn/wire"
 )
 
-// netState is the client's network side: a libp2p host that only dials
-// out, the DHT in client mode, the rpc caller, and what the client learned
-// about relays (replica sets, health, info, open deposit streams).
+// netState is the client's network side: two libp2p hosts that only dial
+// out, the DHT in client mode, an rpc caller per host, and what the client
+// learned about relays (replica sets, health, info, open deposit streams).
+//
+// host (the key of Client.PeerID) is the owner's: the DHT, and everything
+// done on the client's own mailbox (sync, subscribe, ack, prekey upload).
+// sender (the key of Client.SenderPeerID) is the one the client writes to
+// other mailboxes with: deposits, the info a deposit needs, one-time
+// prekey fetches, status queries of sent messages. A relay then cannot
+// link the mailbox a user owns to the mailboxes it writes to by peer ID
+// (SPEC.md §17.1, §19). The sender host has no DHT: it dials relays at the
+// addresses the main host's peerstore knows (senderRPC copies them).
 type netState struct {
-	cfg  *Config
-	log  *slog.Logger
-	host host.Host
-	dht  *dht.IpfsDHT
-	rpc  *rpc.Client
+	cfg    *Config
+	log    *slog.Logger
+	host   host.Host
+	dht    *dht.IpfsDHT
+	rpc    *rpc.Client // on host: the own mailbox
+	sender host.Host
+	out    *rpc.Client // on sender: other mailboxes
 
 	bootstrap []peer.AddrInfo
 
@@ -70,10 +81,63 @@ type relayHealth struct {
 // onlinePoll is how often waitOnline looks at the routing table.
 const onlinePoll = 10 * time.Millisecond
 
-// newNet starts the host, with the libp2p key priv (fresh for every run,
-// so relays cannot link this client's deposits across runs, SPEC.md
-// §17.1), and the DHT. It dials nothing: dialBootstrap does.
-func newNet(cfg *Config, log *slog.Logger, bootstrap []ma.Multiaddr, priv crypto.PrivKey, bw metrics.Reporter) (*netState, error) {
+// newNet starts the hosts, the main one with the libp2p key priv and the
+// sender one with senderPriv (both fresh for every run, so relays cannot
+// link this client's deposits across runs, nor its deposits to its own
+// mailbox, SPEC.md §17.1, §19), and the DHT on the main host. It dials
+// nothing: dialBootstrap does.
+func newNet(cfg *Config, log *slog.Logger, bootstrap []ma.Multiaddr, priv, senderPriv crypto.PrivKey, bw metrics.Reporter) (*netState, error) {
+	h, err := newHost(cfg, priv, bw)
+	if err != nil {
+		return nil, err
+	}
+	sh, err := newHost(cfg, senderPriv, bw)
+	if err != nil {
+		_ = h.Close()
+		return nil, err
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(bootstrap...)
+	if err != nil {
+		_ = h.Close()
+		_ = sh.Close()
+		return nil, fmt.Errorf("client: bootstrap: %w", err)
+	}
+	for _, ai := range infos {
+		h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
+	}
+	d, err := dht.New(h,
+		dht.Mode(dht.ModeClient),
+		dht.ProtocolPrefix(wire.DHTPrefix),
+		dht.DisableProviders(),
+		dht.DisableValues(),
+		dht.BootstrapPeers(infos...),
+	)
+	if err != nil {
+		_ = h.Close()
+		_ = sh.Close()
+		return nil, fmt.Errorf("client: dht: %w", err)
+	}
+	n := &netState{
+		cfg:       cfg,
+		log:       log,
+		host:      h,
+		dht:       d,
+		rpc:       &rpc.Client{Host: h, Timeout: cfg.Timeout, Now: cfg.Now, Rand: cfg.Rand},
+		sender:    sh,
+		out:       &rpc.Client{Host: sh, Timeout: cfg.Timeout, Now: cfg.Now, Rand: cfg.Rand},
+		bootstrap: infos,
+		replicas:  map[wire.Mailbox]replicaEntry{},
+		health:    map[peer.ID]*relayHealth{},
+		info:      map[peer.ID]*rpc.Info{},
+		streams:   map[peer.ID]*rpc.DepositStream{},
+	}
+	n.ctx, n.cancel = context.WithCancel(dialCtx(context.Background()))
+	return n, nil
+}
+
+// newHost starts a libp2p host with the key priv that only dials out,
+// behind cfg.ConnectionGater.
+func newHost(cfg *Config, priv crypto.PrivKey, bw metrics.Reporter) (host.Host, error) {
 	opts := []libp2p.Option{
 		libp2p.Identity(priv),
 		libp2p.NoListenAddrs,
@@ -94,39 +158,17 @@ func newNet(cfg *Config, log *slog.Logger, bootstrap []ma.Multiaddr, priv crypto
 	if err != nil {
 		return nil, fmt.Errorf("client: libp2p host: %w", err)
 	}
-	infos, err := peer.AddrInfosFromP2pAddrs(bootstrap...)
-	if err != nil {
-		_ = h.Close()
-		return nil, fmt.Errorf("client: bootstrap: %w", err)
+	return h, nil
+}
+
+// senderRPC returns the rpc caller of the sender host for a call to relay,
+// after giving the sender host's peerstore the addresses the main host
+// knows of it (bootstrap, invite hints, DHT, identify).
+func (n *netState) senderRPC(relay peer.ID) *rpc.Client {
+	if addrs := n.host.Peerstore().Addrs(relay); len(addrs) > 0 {
+		n.sender.Peerstore().AddAddrs(relay, addrs, peerstore.AddressTTL)
 	}
-	for _, ai := range infos {
-		h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
-	}
-	d, err := dht.New(h,
-		dht.Mode(dht.ModeClient),
-		dht.ProtocolPrefix(wire.DHTPrefix),
-		dht.DisableProviders(),
-		dht.DisableValues(),
-		dht.BootstrapPeers(infos...),
-	)
-	if err != nil {
-		_ = h.Close()
-		return nil, fmt.Errorf("client: dht: %w", err)
-	}
-	n := &netState{
-		cfg:       cfg,
-		log:       log,
-		host:      h,
-		dht:       d,
-		rpc:       &rpc.Client{Host: h, Timeout: cfg.Timeout, Now: cfg.Now, Rand: cfg.Rand},
-		bootstrap: infos,
-		replicas:  map[wire.Mailbox]replicaEntry{},
-		health:    map[peer.ID]*relayHealth{},
-		info:      map[peer.ID]*rpc.Info{},
-		streams:   map[peer.ID]*rpc.DepositStream{},
-	}
-	n.ctx, n.cancel = context.WithCancel(dialCtx(context.Background()))
-	return n, nil
+	return n.out
 }
 
 // newPeerKey returns a fresh libp2p key for one run of a client.
@@ -308,7 +350,7 @@ func (n *netState) replicaSet(ctx context.Context, mb wire.Mailbox, hints []peer
 	}
 	slices.Sort(cands)
 	cands = slices.Compact(cands)
-	cands = slices.DeleteFunc(cands, func(p peer.ID) bool { return p == n.host.ID() })
+	cands = slices.DeleteFunc(cands, func(p peer.ID) bool { return p == n.host.ID() || p == n.sender.ID() })
 	sorted := kb.SortClosestPeers(cands, kb.ConvertKey(key))
 	if len(sorted) > r {
 		sorted = sorted[:r]
@@ -406,7 +448,8 @@ func (n *netState) markUp(relay peer.ID) {
 	n.mu.Unlock()
 }
 
-// relayInfo returns the relay's info, asking it once.
+// relayInfo returns the relay's info, asking it once (from the sender
+// host: a deposit needs it).
 func (n *netState) relayInfo(ctx context.Context, relay peer.ID) (*rpc.Info, error) {
 	n.mu.Lock()
 	if i := n.info[relay]; i != nil {
@@ -414,7 +457,7 @@ func (n *netState) relayInfo(ctx context.Context, relay peer.ID) (*rpc.Info, err
 		return i, nil
 	}
 	n.mu.Unlock()
-	i, err := n.rpc.Info(ctx, relay)
+	i, err := n.senderRPC(relay).Info(ctx, relay)
 	if err != nil {
 		return nil, err
 	}
@@ -435,8 +478,8 @@ func (n *netState) setDifficulty(relay peer.ID, d int) {
 	}
 }
 
-// depositStream returns the open deposit stream to relay, opening one if
-// needed.
+// depositStream returns the open deposit stream to relay (of the sender
+// host), opening one if needed.
 func (n *netState) depositStream(ctx context.Context, relay peer.ID) (*rpc.DepositStream, error) {
 	n.mu.Lock()
 	if n.closed {
@@ -448,7 +491,7 @@ func (n *netState) depositStream(ctx context.Context, relay peer.ID) (*rpc.Depos
 		return s, nil
 	}
 	n.mu.Unlock()
-	s, err := n.rpc.OpenDeposit(ctx, relay)
+	s, err := n.senderRPC(relay).OpenDeposit(ctx, relay)
 	if err != nil {
 		return nil, err
 	}
@@ -489,6 +532,7 @@ func (n *netState) close() {
 	}
 	_ = n.dht.Close()
 	_ = n.host.Close()
+	_ = n.sender.Close()
 }
 
 // dialCtx lets dials ignore libp2p's own dial backoff (5 s and growing

@@ -221,7 +221,7 @@ func (c *Client) fetchPrekeys(ctx context.Context, n *netState, mb wire.Mailbox,
 	defer cancel()
 	replicas, _ := n.replicaSet(ctx, mb, n.addHints(hints))
 	for _, relay := range n.order(replicas) {
-		got, err := n.rpc.FetchPrekeys(ctx, relay, mb)
+		got, err := n.senderRPC(relay).FetchPrekeys(ctx, relay, mb)
 		if err != nil {
 			c.log.Debug("prekey fetch", "relay", relay.String(), "err", err)
 			continue
@@ -713,7 +713,7 @@ func (c *Client) checkFate(ctx context.Context, mb wire.Mailbox, hints []peer.ID
 	live := make([]bool, len(items))
 	replicas, _ := n.replicaSet(ctx, mb, hints)
 	for _, relay := range n.order(replicas) {
-		states, err := n.rpc.Status(ctx, relay, mb, cids)
+		states, err := n.senderRPC(relay).Status(ctx, relay, mb, cids)
 		if err != nil {
 			c.log.Debug("status", "relay", relay.String(), "err", err)
 			continue
