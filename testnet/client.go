@@ -117,8 +117,9 @@ func (cl *Client) Config() client.Config {
 
 // Online opens the client on its data directory and starts it (it does
 // not wait for any relay, like client.Start: call WaitReady on it for
-// that). The cluster learns the client's peer ID before it starts, so
-// partitions apply to it from its first dial. It is a no-op when the
+// that). The cluster learns the client's peer IDs (PeerID and
+// SenderPeerID) before it starts, so partitions apply to both its hosts
+// from their first dial. It is a no-op when the
 // client is online.
 func (cl *Client) Online(ctx context.Context) error {
 	cl.mu.Lock()
@@ -135,10 +136,10 @@ func (cl *Client) Online(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("testnet: %s: %w", cl, err)
 	}
-	cl.c.setClientPeer(x.PeerID(), cl.key())
+	cl.c.setClientPeers(x, cl.key())
 	if err := x.Start(ctx); err != nil {
 		_ = x.Close()
-		cl.c.setClientPeer(x.PeerID(), memberKey{})
+		cl.c.setClientPeers(x, memberKey{})
 		return fmt.Errorf("testnet: %s: %w", cl, err)
 	}
 	cl.cl = x
@@ -158,18 +159,20 @@ func (cl *Client) Offline() error {
 	}
 	cl.c.logf("offline", "client", cl.String())
 	err := x.Close()
-	cl.c.setClientPeer(x.PeerID(), memberKey{})
+	cl.c.setClientPeers(x, memberKey{})
 	return err
 }
 
-// setClientPeer attributes a client's peer ID to member m (zero: forget
-// it).
-func (c *Cluster) setClientPeer(p peer.ID, m memberKey) {
+// setClientPeers attributes a client's peer IDs (client.Client.PeerID and
+// SenderPeerID: its two hosts) to member m (zero: forget them).
+func (c *Cluster) setClientPeers(x *client.Client, m memberKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if m.zero() {
-		delete(c.clientPeers, p)
-	} else {
-		c.clientPeers[p] = m
+	for _, p := range []peer.ID{x.PeerID(), x.SenderPeerID()} {
+		if m.zero() {
+			delete(c.clientPeers, p)
+		} else {
+			c.clientPeers[p] = m
+		}
 	}
 }

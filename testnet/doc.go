@@ -52,9 +52,9 @@
 // it connects, so the gater can recognise it). After the security handshake
 // the gater tells the link who dialed, so a fault can be set per pair of
 // members (SetPairFault) or for every link of a member (SetFault). A
-// client's libp2p key is fresh at every start; Online registers its peer
-// ID (client.Client.PeerID) before the client starts, so every connection
-// it makes is attributed. A client's own links are for that client only.
+// client's libp2p keys are fresh at every start; Online registers its peer
+// IDs (client.Client.PeerID and SenderPeerID, its two hosts) before the
+// client starts, so every connection it makes is attributed. A client's own links are for that client only.
 //
 // Partitions are enforced by the gater of every relay and of every online
 // client (client.Config.ConnectionGater): dials and connections across the

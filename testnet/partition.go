@@ -82,8 +82,8 @@ func (p *partition) allowed(a, b memberKey) bool {
 // closes the connections across the cut at once: at the relays (every
 // relay's connection gater, and every client's, refuses them from now on)
 // and in the links. Clients are blocked exactly, with or without links:
-// the cluster knows each client's peer ID before it starts
-// (client.Client.PeerID).
+// the cluster knows each client's peer IDs before it starts
+// (client.Client.PeerID and SenderPeerID).
 func (c *Cluster) Partition(sides ...[]Member) {
 	c.mu.Lock()
 	c.part.sides = map[memberKey]int{}
