@@ -177,7 +177,8 @@ func (a *app) runChaosClient(ctx context.Context, f *chaosClientFlags) error {
 	defer c.Close()
 	out := &chaosOut{enc: json.NewEncoder(a.stdout)}
 	deny.AddName(c.PeerID().String())
-	out.put(chaos.Line{Ev: "peer", Peer: c.PeerID().String()})
+	deny.AddName(c.SenderPeerID().String())
+	out.put(chaos.Line{Ev: "peer", Peer: c.PeerID().String(), SenderPeer: c.SenderPeerID().String()})
 	if f.denyFile != "" {
 		go deny.Watch(ctx, nil)
 	}

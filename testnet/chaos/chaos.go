@@ -343,7 +343,8 @@ func (r *run) writeDeny() error {
 
 // denyLines are the deny file's lines of a cut between two members
 // ("relay-NN" or "client-N"): peer IDs for relays; for a client its name
-// (its own gater knows it) and its peer ID of this run (for the relay).
+// (its own gater knows it) and its peer IDs of this run (for the relay:
+// both its hosts).
 func (r *run) denyLines(c [2]string) []string {
 	ids := func(m string) []string {
 		if strings.HasPrefix(m, "relay-") {
@@ -356,11 +357,7 @@ func (r *run) denyLines(c [2]string) []string {
 		}
 		for _, cl := range r.clients {
 			if cl.name == m {
-				out := []string{m}
-				if id := cl.peerID(); id != "" {
-					out = append(out, id)
-				}
-				return out
+				return append([]string{m}, cl.peerIDs()...)
 			}
 		}
 		return nil

@@ -29,6 +29,7 @@ type clientProc struct {
 	done    chan struct{}
 	starts  int
 	peer    string
+	sender  string // SenderPeerID of this run
 	state   *State
 	stateAt time.Time
 	// recv counts MessageReceived events by sender name and message
@@ -44,10 +45,18 @@ type clientProc struct {
 	logf   *os.File
 }
 
-func (c *clientProc) peerID() string {
+// peerIDs returns the client's peer IDs of this run (PeerID and
+// SenderPeerID), once it printed them.
+func (c *clientProc) peerIDs() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.peer
+	var out []string
+	for _, p := range []string{c.peer, c.sender} {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func (c *clientProc) running() bool {
@@ -94,7 +103,7 @@ func (c *clientProc) start() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", c.name, err)
 	}
-	c.cmd, c.done, c.peer = cmd, make(chan struct{}), ""
+	c.cmd, c.done, c.peer, c.sender = cmd, make(chan struct{}), "", ""
 	done := c.done
 	go func() {
 		c.read(out)
@@ -118,7 +127,7 @@ func (c *clientProc) read(out io.Reader) {
 		_, _ = c.events.Write(append(append([]byte(nil), b...), '\n'))
 		switch l.Ev {
 		case "peer":
-			c.peer = l.Peer
+			c.peer, c.sender = l.Peer, l.SenderPeer
 		case "state":
 			c.state, c.stateAt = l.State, time.Now()
 		case "recv":

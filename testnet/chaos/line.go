@@ -9,7 +9,8 @@ import (
 // Line is one JSON line a chaos client ('cairn testnet chaos-client')
 // prints on stdout. Ev says which fields are set:
 //
-//	peer     Peer: the libp2p peer ID of this run (before it goes online)
+//	peer     Peer, SenderPeer: the libp2p peer IDs of this run, its own
+//	         mailbox's and its deposits' (before it goes online)
 //	sent     Contact, N, Counter: a message is in the outbox
 //	status   Contact, Counter, Status: a sent message's new status
 //	recv     Contact, N, Counter, Seq, Late: a message was received
@@ -27,19 +28,21 @@ type Line struct {
 	Ev string `json:"ev"`
 	// Time is the client's clock when it printed the line (RFC 3339),
 	// to set it against the faults.
-	Time    string `json:"time,omitempty"`
-	Peer    string `json:"peer,omitempty"`
-	Contact string `json:"contact,omitempty"`
-	N       uint64 `json:"n,omitempty"`
-	Counter uint64 `json:"counter,omitempty"`
-	Seq     uint64 `json:"seq,omitempty"`
-	Late    bool   `json:"late,omitempty"`
-	Status  string `json:"status,omitempty"`
-	From    uint64 `json:"from,omitempty"`
-	To      uint64 `json:"to,omitempty"`
-	Count   int    `json:"count,omitempty"`
-	State   *State `json:"state,omitempty"`
-	Err     string `json:"err,omitempty"`
+	Time string `json:"time,omitempty"`
+	Peer string `json:"peer,omitempty"`
+	// SenderPeer is client.Client.SenderPeerID (Ev peer).
+	SenderPeer string `json:"sender_peer,omitempty"`
+	Contact    string `json:"contact,omitempty"`
+	N          uint64 `json:"n,omitempty"`
+	Counter    uint64 `json:"counter,omitempty"`
+	Seq        uint64 `json:"seq,omitempty"`
+	Late       bool   `json:"late,omitempty"`
+	Status     string `json:"status,omitempty"`
+	From       uint64 `json:"from,omitempty"`
+	To         uint64 `json:"to,omitempty"`
+	Count      int    `json:"count,omitempty"`
+	State      *State `json:"state,omitempty"`
+	Err        string `json:"err,omitempty"`
 }
 
 // State is a client's store in figures, per contact name.
