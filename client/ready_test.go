@@ -341,8 +341,9 @@ func (g *gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnM
 }
 func (g *gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
 
-// PeerID is known before Start, is the ID relays see, and is fresh for
-// every Client on the same data directory.
+// PeerID and SenderPeerID are known before Start, differ, and are fresh
+// for every Client on the same data directory; PeerID is the ID relays see
+// syncing.
 func TestClientPeerID(t *testing.T) {
 	r := startRelay(t, nil)
 	dir := t.TempDir()
@@ -350,10 +351,14 @@ func TestClientPeerID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := c.PeerID()
-	if id == "" {
+	id, sid := c.PeerID(), c.SenderPeerID()
+	if id == "" || sid == "" {
 		c.Close()
 		t.Fatal("no peer ID before Start")
+	}
+	if id == sid {
+		c.Close()
+		t.Fatal("SenderPeerID is PeerID")
 	}
 	if err := c.Start(context.Background()); err != nil {
 		c.Close()
@@ -366,6 +371,9 @@ func TestClientPeerID(t *testing.T) {
 	if c.PeerID() != id {
 		t.Errorf("peer ID changed at Start: %s, was %s", c.PeerID(), id)
 	}
+	if c.SenderPeerID() != sid {
+		t.Errorf("sender peer ID changed at Start: %s, was %s", c.SenderPeerID(), sid)
+	}
 	if len(r.node.Host().Network().ConnsToPeer(id)) == 0 {
 		t.Errorf("the relay has no connection from peer %s", id)
 	}
@@ -377,6 +385,9 @@ func TestClientPeerID(t *testing.T) {
 	defer again.Close()
 	if again.PeerID() == id {
 		t.Error("the same peer ID for a second run on the same data directory")
+	}
+	if again.SenderPeerID() == sid {
+		t.Error("the same sender peer ID for a second run on the same data directory")
 	}
 }
 
@@ -400,8 +411,19 @@ func TestClientConnectionGater(t *testing.T) {
 	if g.refused.Load() == 0 {
 		t.Error("the gater was never asked about the blocked relay")
 	}
-	if n := len(blocked.node.Host().Network().ConnsToPeer(alice.PeerID())); n != 0 {
-		t.Errorf("the blocked relay has %d connections from the client", n)
+	for _, id := range []peer.ID{alice.PeerID(), alice.SenderPeerID()} {
+		if n := len(blocked.node.Host().Network().ConnsToPeer(id)); n != 0 {
+			t.Errorf("the blocked relay has %d connections from the client's peer %s", n, id)
+		}
+	}
+	// Alice deposited into bob's mailbox from her sender host (and the
+	// gater, asked by both hosts, kept it off the blocked relay too).
+	deposited := 0
+	for _, r := range rs {
+		deposited += len(r.node.Host().Network().ConnsToPeer(alice.SenderPeerID()))
+	}
+	if deposited == 0 {
+		t.Error("no relay has a connection from the client's sender host")
 	}
 
 	cfg = testConfig(t.TempDir(), addrs(rs...))
@@ -414,8 +436,10 @@ func TestClientConnectionGater(t *testing.T) {
 		t.Fatalf("Sync with every relay refused: %v, want ErrNoRelay", err)
 	}
 	for _, r := range rs {
-		if n := len(r.node.Host().Network().ConnsToPeer(cut.PeerID())); n != 0 {
-			t.Errorf("relay %s has %d connections from the gated client", r.node.ID(), n)
+		for _, id := range []peer.ID{cut.PeerID(), cut.SenderPeerID()} {
+			if n := len(r.node.Host().Network().ConnsToPeer(id)); n != 0 {
+				t.Errorf("relay %s has %d connections from the gated client's peer %s", r.node.ID(), n, id)
+			}
 		}
 	}
 }
