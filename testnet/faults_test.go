@@ -356,8 +356,24 @@ func TestPartitionClients(t *testing.T) {
 					t.Fatalf("%s after heal: %v", cl, err)
 				}
 			}
-			send(t, alice.Client(), introduce(t, alice.Client(), bob.Client()), "after heal")
+			bobAtAlice := introduce(t, alice.Client(), bob.Client())
+			send(t, alice.Client(), bobAtAlice, "after heal")
 			waitBodies(t, bob.Client(), contactOf(t, bob.Client(), alice.Client()), client.Incoming, []string{"after heal"})
+
+			// The deposit went out from alice's sender host (SenderPeerID):
+			// the partition blocks that host too.
+			if n := connsFrom(c, alice.Client().SenderPeerID()); n == 0 {
+				t.Fatal("no connection from the client's sender host after a deposit")
+			}
+			c.Isolate(alice)
+			id := send(t, alice.Client(), bobAtAlice, "while isolated")
+			time.Sleep(time.Second) // retries every 50 ms and more
+			if n := connsFrom(c, alice.Client().SenderPeerID()) + connsFrom(c, alice.Client().PeerID()); n != 0 {
+				t.Fatalf("%d connections from the isolated client's hosts", n)
+			}
+			if st := status(t, alice.Client(), id); st != client.StatusQueued {
+				t.Fatalf("a message sent while isolated is %v, want queued", st)
+			}
 		})
 	}
 }
