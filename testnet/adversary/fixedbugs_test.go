@@ -161,3 +161,46 @@ func TestRogueUnverifiableDuplicate(t *testing.T) {
 		})
 	}
 }
+
+// Known bug 4, fixed (client, SPEC.md §19, §17.1; now deposits go through a
+// second host, Client.SenderPeerID): a client deposited into its
+// contacts' mailboxes with the same libp2p peer ID it syncs, subscribes
+// and acks its own mailbox with, so a relay that replicates both mailboxes
+// (or two colluding relays) learns who writes to whom: the owner of
+// mailbox A (authenticated by A's key) deposits into mailbox B. SPEC.md
+// §19 now says clients MUST deposit with a peer ID that is not the one they
+// sync with.
+func TestCuriousRelayLinksMailboxes(t *testing.T) {
+	n, alice, bob, bobAtAlice, aliceAtBob := rogueNet(t)
+	rec := record(bob)
+	send(t, alice, bobAtAlice, "hello")
+	checkShown(t, bob, rec, aliceAtBob, []string{"hello"}, false)
+	// Alice syncs her own mailbox on every replica, the rogue included.
+	if err := alice.Sync(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	owner := map[peer.ID]map[wire.Mailbox]bool{}
+	for _, o := range n.Rogue.Observations() {
+		if o.Protocol == "sync" || o.Protocol == "subscribe" || o.Protocol == "ack" || o.Protocol == "prekey-upload" {
+			if owner[o.Peer] == nil {
+				owner[o.Peer] = map[wire.Mailbox]bool{}
+			}
+			owner[o.Peer][o.Mailbox] = true
+		}
+	}
+	deposits := 0
+	for _, o := range n.Rogue.Observations() {
+		if o.Protocol != "deposit" {
+			continue
+		}
+		deposits++
+		for mb := range owner[o.Peer] {
+			if mb != o.Mailbox {
+				t.Errorf("peer %s authenticated as the owner of mailbox %s and deposited into mailbox %s: the relay links them", o.Peer.ShortString(), mb.String()[:12], o.Mailbox.String()[:12])
+			}
+		}
+	}
+	if deposits == 0 {
+		t.Fatal("the rogue saw no deposit")
+	}
+}
