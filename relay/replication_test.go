@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/cairn-net/cairn/rpc"
@@ -64,9 +65,23 @@ func connectAll(t testing.TB, nodes []*Node) {
 	t.Helper()
 	for i, a := range nodes {
 		for _, b := range nodes[i+1:] {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := a.Host().Connect(ctx, b.AddrInfo())
-			cancel()
+			// A dial may fail while b is dialling a at the same moment (its
+			// bootstrap) on a loaded machine: try again, past the backoff.
+			var err error
+			for attempt := 0; attempt < 5; attempt++ {
+				if attempt > 0 {
+					time.Sleep(200 * time.Millisecond)
+					if sw, ok := a.Host().Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
+						sw.Backoff().Clear(b.ID())
+					}
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err = a.Host().Connect(ctx, b.AddrInfo())
+				cancel()
+				if err == nil {
+					break
+				}
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
