@@ -85,6 +85,9 @@ func TestRelayKillRestartAcknowledged(t *testing.T) {
 			if sw, ok := h.Network().(*swarm.Swarm); ok {
 				sw.Backoff().Clear(id) // the dials that failed while it was down
 			}
+			// The replica's DHT may have dropped the killed relay's
+			// addresses with it: give them again.
+			h.Peerstore().AddAddrs(id, child.addrInfo().Addrs, time.Hour)
 		}
 		if got := child.storedEntries(); got != heldBefore {
 			t.Fatalf("round %d: after the restart the metric counts %d entries; the store holds %d", round, got, heldBefore)
