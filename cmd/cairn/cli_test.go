@@ -168,16 +168,6 @@ func TestOneLine(t *testing.T) {
 	}
 }
 
-func TestParseMetrics(t *testing.T) {
-	m, err := parseMetrics(strings.NewReader("# HELP x y\nx 3\ny{a=\"1\"} 2\ny{a=\"2\"} 5\nz 1e3\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m["x"] != 3 || m["y"] != 7 || m["z"] != 1000 {
-		t.Errorf("%v", m)
-	}
-}
-
 // The inbox merges conversations in the order messages arrived, and never
 // reorders a conversation: a message stored before the one it waited for
 // (a gap filled late) still comes after it.

@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -90,7 +86,7 @@ func relayStatsOf(ctx context.Context, p *testnet.Proc) (relayStats, error) {
 		return s, err
 	}
 	defer resp.Body.Close()
-	vals, err := parseMetrics(resp.Body)
+	vals, err := testnet.ParseMetrics(resp.Body)
 	if err != nil {
 		return s, err
 	}
@@ -100,32 +96,4 @@ func relayStatsOf(ctx context.Context, p *testnet.Proc) (relayStats, error) {
 	s.Pushes = vals["cairn_relay_pushes_total"]
 	s.Deposits = vals["cairn_relay_deposits_total"]
 	return s, nil
-}
-
-// parseMetrics sums the samples of each metric of a Prometheus text
-// exposition (labels ignored).
-func parseMetrics(r io.Reader) (map[string]float64, error) {
-	out := map[string]float64{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		name := line[:i]
-		if j := strings.IndexByte(name, '{'); j >= 0 {
-			name = name[:j]
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		out[strings.TrimSpace(name)] += v
-	}
-	return out, sc.Err()
 }
