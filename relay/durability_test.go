@@ -37,9 +37,6 @@ func TestRelayKillRestartAcknowledged(t *testing.T) {
 		runRelayChild(t)
 		return
 	}
-	if testing.Short() {
-		t.Skip("multi-process test")
-	}
 	peerKey := newIdentity(t)
 	replica := startNode(t, func(c *Config) {
 		replConfig(c)

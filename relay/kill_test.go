@@ -242,9 +242,6 @@ func TestReplicationKillRestart(t *testing.T) {
 		runRelayChild(t)
 		return
 	}
-	if testing.Short() {
-		t.Skip("multi-process test")
-	}
 	relays := make([]*childRelay, 3)
 	for i := range relays {
 		dir := t.TempDir()
