@@ -408,27 +408,42 @@ func cmpU64(a, b uint64) int {
 	return 0
 }
 
-func (r *Rogue) serveSync(s network.Stream) {
+// readAuthenticated reads an authenticated request (SPEC.md §8) into req
+// and parses its mailbox. The rogue does not check the proof. Anything
+// malformed resets the stream and returns false.
+func readAuthenticated(s network.Stream, req interface {
+	proto.Message
+	GetMailbox() []byte
+}) (*rpc.Framed, wire.Mailbox, bool) {
 	f := rpc.NewFramed(s, rpc.MaxControlFrame)
 	var a pb.Authenticated
 	if err := f.Read(&a, rogueTimeout); err != nil {
 		_ = s.Reset()
-		return
+		return nil, wire.Mailbox{}, false
 	}
-	var req pb.SyncRequest
-	if err := proto.Unmarshal(a.Body, &req); err != nil {
+	if err := proto.Unmarshal(a.Body, req); err != nil {
 		_ = s.Reset()
-		return
+		return nil, wire.Mailbox{}, false
 	}
-	mb, err := wire.ParseMailbox(req.Mailbox)
+	mb, err := wire.ParseMailbox(req.GetMailbox())
 	if err != nil {
 		_ = s.Reset()
+		return nil, wire.Mailbox{}, false
+	}
+	return f, mb, true
+}
+
+func (r *Rogue) serveSync(s network.Stream) {
+	var req pb.SyncRequest
+	f, mb, ok := readAuthenticated(s, &req)
+	if !ok {
 		return
 	}
 	r.observe(s, "sync", req.Mailbox)
 	r.Note("sync")
 	var cur wire.Cursor
 	if len(req.Cursor) > 0 {
+		var err error
 		if cur, err = wire.ParseCursor(req.Cursor); err != nil {
 			_ = s.Reset()
 			return
@@ -452,20 +467,9 @@ type rogueSub struct {
 func (s *rogueSub) stop() { s.once.Do(func() { close(s.quit) }) }
 
 func (r *Rogue) serveSubscribe(s network.Stream) {
-	f := rpc.NewFramed(s, rpc.MaxControlFrame)
-	var a pb.Authenticated
-	if err := f.Read(&a, rogueTimeout); err != nil {
-		_ = s.Reset()
-		return
-	}
 	var req pb.SubscribeRequest
-	if err := proto.Unmarshal(a.Body, &req); err != nil {
-		_ = s.Reset()
-		return
-	}
-	mb, err := wire.ParseMailbox(req.Mailbox)
-	if err != nil {
-		_ = s.Reset()
+	f, mb, ok := readAuthenticated(s, &req)
+	if !ok {
 		return
 	}
 	r.observe(s, "subscribe", req.Mailbox)
