@@ -152,6 +152,7 @@ func TestWireLimitsMatchSpec(t *testing.T) {
 		"MaxDepositFrame":        MaxDepositFrame,
 		"MaxDepositInflight":     MaxDepositInflight,
 		"MaxAckCIDs":             MaxAckCIDs,
+		"MaxOwnerAckLen":         MaxOwnerAckLen,
 		"MaxStatusCIDs":          MaxStatusCIDs,
 		"MaxPrekeyUpload":        MaxPrekeyUpload,
 		"MaxReplicateBatch":      MaxReplicateBatch,
@@ -203,6 +204,7 @@ func TestWireLimitsMatchSpec(t *testing.T) {
 func TestWireLabelsAndProtocols(t *testing.T) {
 	for label, want := range map[string]string{
 		LabelReceipt:     "cairn/v1/receipt",
+		LabelAck:         "cairn/v1/ack",
 		LabelAuth:        "cairn/v1/auth",
 		LabelPostage:     "cairn/v1/postage",
 		LabelInvite:      "cairn/v1/invite",

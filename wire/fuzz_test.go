@@ -267,3 +267,34 @@ func FuzzCID(f *testing.F) {
 		}
 	})
 }
+
+func FuzzOwnerAck(f *testing.F) {
+	cids := fixtureAckCIDs(5)
+	acks := mustOwnerAcks(f, cids)
+	f.Add(mustMarshal(f, &acks[4]))
+	v := NewOwnerAckVerifier(64)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, err := ParseOwnerAck(b)
+		if err != nil {
+			checkParseErr(t, err)
+			return
+		}
+		again, err := a.Marshal()
+		if err != nil {
+			t.Fatalf("Marshal of a parsed owner ack: %v", err)
+		}
+		if !bytes.Equal(again, b) {
+			t.Fatalf("Marshal(Parse(b)) = %x, b = %x", again, b)
+		}
+		for _, c := range cids {
+			err := a.VerifyFor(fixtureMailbox, c)
+			cached := v.VerifyFor(a, fixtureMailbox, c)
+			if (err == nil) != (cached == nil) {
+				t.Fatalf("VerifyFor = %v, OwnerAckVerifier.VerifyFor = %v", err, cached)
+			}
+			if err != nil {
+				checkParseErr(t, err, ErrBadSignature)
+			}
+		}
+	})
+}

@@ -5,6 +5,7 @@ package wire
 // new label; these never change meaning.
 const (
 	LabelReceipt     = "cairn/v1/receipt"
+	LabelAck         = "cairn/v1/ack"
 	LabelAuth        = "cairn/v1/auth"
 	LabelPostage     = "cairn/v1/postage"
 	LabelInvite      = "cairn/v1/invite"

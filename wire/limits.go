@@ -29,6 +29,9 @@ const (
 	MaxDepositInflight = 256
 	// MaxAckCIDs is the most CIDs one ack may list.
 	MaxAckCIDs = 1024
+	// MaxOwnerAckLen is the longest Owner ack encoding (SPEC.md §6.3): a
+	// batch of MaxAckCIDs has inclusion paths of up to 10 nodes.
+	MaxOwnerAckLen = 1 + 32 + 2 + 2 + 1 + 32*10 + 64
 	// MaxStatusCIDs is the most CIDs one status request may list.
 	MaxStatusCIDs = 256
 	// MaxPrekeyUpload is the most one-time prekeys one upload may carry.

@@ -308,26 +308,12 @@ func (s *SignedReceipt) VerifyFor(envelope []byte) error {
 // has verified, so a batch of N receipts costs one signature check. It is
 // safe for concurrent use; its memory is bounded by the size given to
 // NewReceiptVerifier.
-type ReceiptVerifier struct {
-	mu   sync.Mutex
-	max  int
-	seen map[verifiedRoot]struct{}
-}
-
-type verifiedRoot struct {
-	origin peer.ID
-	n      uint16
-	root   [32]byte
-	sig    [64]byte
-}
+type ReceiptVerifier struct{ roots *rootCache }
 
 // NewReceiptVerifier returns a verifier that remembers up to max roots
 // (when full it forgets them all and starts again).
 func NewReceiptVerifier(max int) *ReceiptVerifier {
-	if max < 1 {
-		max = 1
-	}
-	return &ReceiptVerifier{max: max, seen: make(map[verifiedRoot]struct{})}
+	return &ReceiptVerifier{roots: newRootCache(max)}
 }
 
 // Verify is SignedReceipt.Verify with a cache of verified roots.
@@ -336,11 +322,8 @@ func (v *ReceiptVerifier) Verify(s *SignedReceipt) error {
 	if err != nil {
 		return err
 	}
-	k := verifiedRoot{origin: s.Origin, n: s.BatchSize, root: root, sig: s.Signature}
-	v.mu.Lock()
-	_, ok := v.seen[k]
-	v.mu.Unlock()
-	if ok {
+	k := verifiedRoot{signer: string(s.Origin), n: s.BatchSize, root: root, sig: s.Signature}
+	if v.roots.has(k) {
 		return nil
 	}
 	key, err := OriginKey(s.Origin)
@@ -350,13 +333,45 @@ func (v *ReceiptVerifier) Verify(s *SignedReceipt) error {
 	if !ed25519.Verify(key, ReceiptSigningInput(int(s.BatchSize), root), s.Signature[:]) {
 		return fmt.Errorf("signed receipt from %s: %w", s.Origin, ErrBadSignature)
 	}
-	v.mu.Lock()
-	if len(v.seen) >= v.max {
-		clear(v.seen)
-	}
-	v.seen[k] = struct{}{}
-	v.mu.Unlock()
+	v.roots.add(k)
 	return nil
+}
+
+// rootCache remembers signed batch roots that verified, up to max (when
+// full it forgets them all and starts again). Safe for concurrent use.
+type rootCache struct {
+	mu   sync.Mutex
+	max  int
+	seen map[verifiedRoot]struct{}
+}
+
+// verifiedRoot is one verified signature: signer (an origin's peer ID or a
+// mailbox key), batch size, root and signature.
+type verifiedRoot struct {
+	signer string
+	n      uint16
+	root   [32]byte
+	sig    [64]byte
+}
+
+func newRootCache(limit int) *rootCache {
+	return &rootCache{max: max(limit, 1), seen: make(map[verifiedRoot]struct{})}
+}
+
+func (c *rootCache) has(k verifiedRoot) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.seen[k]
+	return ok
+}
+
+func (c *rootCache) add(k verifiedRoot) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.seen) >= c.max {
+		clear(c.seen)
+	}
+	c.seen[k] = struct{}{}
 }
 
 // VerifyFor is SignedReceipt.VerifyFor with a cache of verified roots.

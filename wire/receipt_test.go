@@ -557,7 +557,7 @@ func TestReceiptVerifierCache(t *testing.T) {
 		}
 	}
 	// One batch, one remembered root (hence one signature check).
-	if n := len(v.seen); n != 1 {
+	if n := len(v.roots.seen); n != 1 {
 		t.Fatalf("verifier remembers %d roots after one batch, want 1", n)
 	}
 	// The cached root does not vouch for a tampered leaf, path, signature
@@ -575,7 +575,7 @@ func TestReceiptVerifierCache(t *testing.T) {
 			t.Errorf("cached verifier accepted a tampered %s", name)
 		}
 	}
-	if n := len(v.seen); n != 1 {
+	if n := len(v.roots.seen); n != 1 {
 		t.Fatalf("rejected receipts were cached: %d roots", n)
 	}
 	// Bounded: many batches never grow it beyond its size.
@@ -588,18 +588,18 @@ func TestReceiptVerifierCache(t *testing.T) {
 			if err := v.Verify(&s); err != nil {
 				t.Fatal(err)
 			}
-			if len(v.seen) > 4 {
-				t.Fatalf("verifier of size 4 holds %d roots", len(v.seen))
+			if len(v.roots.seen) > 4 {
+				t.Fatalf("verifier of size 4 holds %d roots", len(v.roots.seen))
 			}
 		}
 	}
-	if NewReceiptVerifier(0).max != 1 || NewReceiptVerifier(-5).max != 1 {
+	if NewReceiptVerifier(0).roots.max != 1 || NewReceiptVerifier(-5).roots.max != 1 {
 		t.Error("a verifier of size < 1 is not clamped to 1")
 	}
 	one := NewReceiptVerifier(0)
 	for i := range 3 {
-		if err := one.Verify(&srs[i]); err != nil || len(one.seen) != 1 {
-			t.Fatalf("verifier of size 1: %v, %d roots", err, len(one.seen))
+		if err := one.Verify(&srs[i]); err != nil || len(one.roots.seen) != 1 {
+			t.Fatalf("verifier of size 1: %v, %d roots", err, len(one.roots.seen))
 		}
 	}
 }
