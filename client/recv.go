@@ -229,7 +229,7 @@ func (c *Client) startAckJob() (done func()) {
 func (c *Client) ack(ctx context.Context, relay peer.ID, cids []wire.CID) {
 	for len(cids) > 0 {
 		k := min(len(cids), wire.MaxAckCIDs)
-		if _, err := c.net.rpc.Ack(ctx, relay, c.mboxKey, cids[:k], nil); err != nil {
+		if _, err := c.net.rpc.Ack(ctx, relay, c.mboxKey, cids[:k]); err != nil {
 			c.log.Debug("ack", "relay", relay.String(), "err", err)
 			return
 		}

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"crypto/ed25519"
 	"fmt"
 
 	"github.com/cairn-net/cairn/rpc"
@@ -9,9 +10,11 @@ import (
 )
 
 // ack — /cairn/ack/1.0.0 (SPEC.md §10.6): one Authenticated AckRequest
-// (op 3) naming CIDs (at most wire.MaxAckCIDs) and/or a cursor up_to; the
-// store deletes those entries, leaves a tombstone for each, and the answer
-// says how many it deleted. Unknown or already acked CIDs are not errors.
+// (op 3) naming up to wire.MaxAckCIDs CIDs, with the owner's signature over
+// them (§6.3); the store deletes those entries and leaves a tombstone for
+// each that keeps the owner's ack of its CID, so that the other replicas
+// can check the deletion. The answer says how many were deleted. Unknown or
+// already acked CIDs are not errors.
 
 func (n *Node) serveAck(in *inbound) {
 	if !n.admitRequest(in, replyAck) {
@@ -23,13 +26,18 @@ func (n *Node) serveAck(in *inbound) {
 		return
 	}
 	var req pb.AckRequest
-	mb, err := authenticate(n.id, wire.AuthAck, &a, &req, n.now(), n.replay)
+	p, err := authenticateProof(n.id, wire.AuthAck, &a, &req, n.now(), n.replay)
 	if err != nil {
 		n.answerErr(in, f, replyAck, err)
 		return
 	}
+	mb := p.Mailbox()
 	if len(req.Cids) > wire.MaxAckCIDs {
 		n.answerErr(in, f, replyAck, fmt.Errorf("ack: %d cids: %w", len(req.Cids), wire.ErrMalformed))
+		return
+	}
+	if len(req.Cids) == 0 {
+		n.answer(in, f, &pb.AckResponse{Status: pb.Status_STATUS_OK}, pb.Status_STATUS_OK)
 		return
 	}
 	cids := make([]wire.CID, len(req.Cids))
@@ -39,16 +47,23 @@ func (n *Node) serveAck(in *inbound) {
 			return
 		}
 	}
-	var upTo *wire.Cursor
-	if len(req.UpTo) > 0 {
-		c, err := wire.ParseCursor(req.UpTo)
-		if err != nil {
-			n.answerErr(in, f, replyAck, fmt.Errorf("ack: up_to: %w", err))
+	if len(req.Signature) != ed25519.SignatureSize {
+		n.answerErr(in, f, replyAck, fmt.Errorf("ack: signature of %d bytes: %w", len(req.Signature), wire.ErrMalformed))
+		return
+	}
+	acks, err := wire.OwnerAcks(p.MailboxKey, cids, [64]byte(req.Signature))
+	if err != nil {
+		n.answerErr(in, f, replyAck, fmt.Errorf("ack: %w", err))
+		return
+	}
+	proofs := make([][]byte, len(acks))
+	for i := range acks {
+		if proofs[i], err = acks[i].Marshal(); err != nil {
+			n.answerErr(in, f, replyAck, fmt.Errorf("ack: %v: %w", err, wire.ErrInternal))
 			return
 		}
-		upTo = &c
 	}
-	res, err := n.store.Ack(n.workCtx, mb, cids, upTo)
+	res, err := n.store.Ack(n.workCtx, mb, cids, proofs)
 	if err != nil {
 		n.answerErr(in, f, replyAck, fmt.Errorf("ack: %v: %w", err, wire.ErrInternal))
 		return

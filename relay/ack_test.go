@@ -2,6 +2,7 @@ package relay
 
 import (
 	"crypto/ecdh"
+	"crypto/ed25519"
 	"crypto/mlkem"
 	"crypto/rand"
 	"errors"
@@ -26,20 +27,28 @@ func TestRelayAckAndStatus(t *testing.T) {
 	// Ack two by CID (one twice, one unknown: not errors).
 	unknown := cid(0)
 	unknown[35] ^= 1
-	acked, err := c.Ack(ctxT(t), n.ID(), key, []wire.CID{cid(1), cid(3), cid(3), unknown}, nil)
+	acked, err := c.Ack(ctxT(t), n.ID(), key, []wire.CID{cid(1), cid(3), cid(3), unknown})
 	if err != nil || acked != 2 {
 		t.Fatalf("ack: %d, %v", acked, err)
 	}
-	// Ack everything up to seq 5 by cursor (1 and 3 are gone already).
-	var upTo wire.Cursor
-	upTo.Advance(n.ID(), 5)
-	acked, err = c.Ack(ctxT(t), n.ID(), key, nil, &upTo)
+	// Ack 1 … 5 (1 and 3 are gone already).
+	acked, err = c.Ack(ctxT(t), n.ID(), key, []wire.CID{cid(0), cid(1), cid(2), cid(3), cid(4)})
 	if err != nil || acked != 3 {
-		t.Fatalf("ack up_to: %d, %v", acked, err)
+		t.Fatalf("second ack: %d, %v", acked, err)
 	}
-	acked, err = c.Ack(ctxT(t), n.ID(), key, []wire.CID{cid(1)}, &upTo)
+	acked, err = c.Ack(ctxT(t), n.ID(), key, []wire.CID{cid(1)})
 	if err != nil || acked != 0 {
 		t.Fatalf("re-ack: %d, %v", acked, err)
+	}
+	// Each tombstone keeps the owner's ack of its CID.
+	for _, i := range []int{0, 1, 3} {
+		tb, err := n.Store().Tombstone(mb, cid(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wire.VerifyOwnerAck(nil, tb.OwnerAck, mb, cid(i)); err != nil {
+			t.Fatalf("tombstone %d: %v", i, err)
+		}
 	}
 	// Sync returns only the rest.
 	var got []uint64
@@ -99,17 +108,72 @@ func TestRelayAckAndStatus(t *testing.T) {
 			t.Fatalf("%s: %v %v", name, resp.Status, err)
 		}
 	}
-	// Ack: bad CIDs, too many, bad cursor.
+	// Ack: bad CIDs, too many, no signature.
 	for name, body := range map[string]*pb.AckRequest{
-		"bad cid":    {Mailbox: mb[:], Cids: [][]byte{{1}}},
-		"too many":   {Mailbox: mb[:], Cids: make([][]byte, wire.MaxAckCIDs+1)},
-		"bad cursor": {Mailbox: mb[:], UpTo: []byte{1, 1}},
+		"bad cid":      {Mailbox: mb[:], Cids: [][]byte{{1}}},
+		"too many":     {Mailbox: mb[:], Cids: make([][]byte, wire.MaxAckCIDs+1)},
+		"no signature": {Mailbox: mb[:], Cids: [][]byte{c0[:]}},
+		"short":        {Mailbox: mb[:], Cids: [][]byte{c0[:]}, Signature: make([]byte, 63)},
 	} {
 		var resp pb.AckResponse
 		a := mustAuth(t, key, wire.AuthAck, n, body, clk.Now())
 		if err := roundTrip(t, c.Host, n.ID(), wire.ProtocolAck, a, &resp); err != nil || resp.Status != pb.Status_STATUS_MALFORMED {
 			t.Fatalf("ack %s: %v %v", name, resp.Status, err)
 		}
+	}
+}
+
+// TestRelayAckNeedsOwnerSignature: an ack whose owner signature is not the
+// mailbox key's over exactly its CIDs is refused with BAD_SIGNATURE and
+// deletes nothing, although its auth proof is good (SPEC.md §6.3, §10.6).
+func TestRelayAckNeedsOwnerSignature(t *testing.T) {
+	n := startNode(t, nil)
+	c := newClient(t, n)
+	key, mb := mailboxKey(t)
+	envs := fill(t, c, n, mb, 4, 200, 0)
+	cids := make([]wire.CID, len(envs))
+	for i := range envs {
+		cids[i] = wire.CIDOf(envs[i])
+	}
+	otherKey, _ := mailboxKey(t)
+	sign := func(k ed25519.PrivateKey, cs []wire.CID) []byte {
+		sig, err := wire.SignOwnerAck(k, cs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sig[:]
+	}
+	raw := func(cs []wire.CID) [][]byte {
+		out := make([][]byte, len(cs))
+		for i := range cs {
+			out[i] = cs[i][:]
+		}
+		return out
+	}
+	reordered := []wire.CID{cids[1], cids[0]}
+	flipped := sign(key, cids[:2])
+	flipped[5] ^= 1
+	for name, body := range map[string]*pb.AckRequest{
+		"another key":         {Mailbox: mb[:], Cids: raw(cids[:2]), Signature: sign(otherKey, cids[:2])},
+		"other cids":          {Mailbox: mb[:], Cids: raw(cids[:2]), Signature: sign(key, cids[2:])},
+		"a subset":            {Mailbox: mb[:], Cids: raw(cids[:2]), Signature: sign(key, cids[:3])},
+		"another order":       {Mailbox: mb[:], Cids: raw(reordered), Signature: sign(key, cids[:2])},
+		"a flipped signature": {Mailbox: mb[:], Cids: raw(cids[:2]), Signature: flipped},
+	} {
+		var resp pb.AckResponse
+		a := mustAuth(t, key, wire.AuthAck, n, body, n.now())
+		if err := roundTrip(t, c.Host, n.ID(), wire.ProtocolAck, a, &resp); err != nil || resp.Status != pb.Status_STATUS_BAD_SIGNATURE || resp.Acked != 0 {
+			t.Fatalf("ack signed by %s: %v, acked %d, %v", name, resp.Status, resp.Acked, err)
+		}
+	}
+	if st := n.Store().Stats(); st.Entries != 4 || st.Tombstones != 0 {
+		t.Fatalf("after refused acks: %d entries, %d tombstones", st.Entries, st.Tombstones)
+	}
+	// The same request, signed right, deletes.
+	var resp pb.AckResponse
+	a := mustAuth(t, key, wire.AuthAck, n, &pb.AckRequest{Mailbox: mb[:], Cids: raw(reordered), Signature: sign(key, reordered)}, n.now())
+	if err := roundTrip(t, c.Host, n.ID(), wire.ProtocolAck, a, &resp); err != nil || resp.Status != pb.Status_STATUS_OK || resp.Acked != 2 {
+		t.Fatalf("good ack: %v, acked %d, %v", resp.Status, resp.Acked, err)
 	}
 }
 

@@ -41,7 +41,7 @@ var authTargets = []authTarget{
 		}},
 	{"ack", wire.AuthAck,
 		func(mb wire.Mailbox) proto.Message {
-			return &pb.AckRequest{Mailbox: mb[:], UpTo: []byte{1, 0}}
+			return &pb.AckRequest{Mailbox: mb[:]}
 		},
 		func(t *testing.T, c *rpc.Client, n *Node, a *pb.Authenticated) pb.Status {
 			var resp pb.AckResponse
@@ -132,12 +132,27 @@ func TestRelayAuthFailuresChangeNothing(t *testing.T) {
 	key, mb := mailboxKey(t)
 	envs := fill(t, c, n, mb, 5, 200, 0)
 	wrongKey, _ := mailboxKey(t)
-	var all wire.Cursor
-	all.Advance(n.ID(), 1000)
+	all := &pb.AckRequest{Mailbox: mb[:]}
+	var cids []wire.CID
+	for _, e := range envs {
+		c := wire.CIDOf(e)
+		cids = append(cids, c)
+		all.Cids = append(all.Cids, c[:])
+	}
+	// Owner signatures that are right: only the auth proofs are wrong.
+	signed := func(k ed25519.PrivateKey) *pb.AckRequest {
+		sig, err := wire.SignOwnerAck(k, cids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := proto.Clone(all).(*pb.AckRequest)
+		r.Signature = sig[:]
+		return r
+	}
 	for _, a := range []*pb.Authenticated{
-		mustAuth(t, wrongKey, wire.AuthAck, n, &pb.AckRequest{Mailbox: mb[:], UpTo: all.Marshal()}, n.now()),
-		mustAuth(t, key, wire.AuthAck, n, &pb.AckRequest{Mailbox: mb[:], UpTo: all.Marshal()}, n.now().Add(-time.Hour)),
-		mustAuth(t, key, wire.AuthSync, n, &pb.AckRequest{Mailbox: mb[:], UpTo: all.Marshal()}, n.now()),
+		mustAuth(t, wrongKey, wire.AuthAck, n, signed(wrongKey), n.now()),
+		mustAuth(t, key, wire.AuthAck, n, signed(key), n.now().Add(-time.Hour)),
+		mustAuth(t, key, wire.AuthSync, n, signed(key), n.now()),
 	} {
 		var resp pb.AckResponse
 		if err := roundTrip(t, c.Host, n.ID(), wire.ProtocolAck, a, &resp); err != nil {
@@ -150,7 +165,7 @@ func TestRelayAuthFailuresChangeNothing(t *testing.T) {
 	if got := n.Store().Stats().Entries; got != 5 {
 		t.Fatalf("%d entries left, want 5", got)
 	}
-	acked, err := c.Ack(ctxT(t), n.ID(), key, []wire.CID{wire.CIDOf(envs[0])}, nil)
+	acked, err := c.Ack(ctxT(t), n.ID(), key, []wire.CID{wire.CIDOf(envs[0])})
 	if err != nil || acked != 1 {
 		t.Fatalf("good ack: %d, %v", acked, err)
 	}
@@ -161,11 +176,11 @@ func TestRelayReplayCacheFull(t *testing.T) {
 	c := newClient(t, n)
 	key, _ := mailboxKey(t)
 	for i := range 2 {
-		if _, err := c.Ack(ctxT(t), n.ID(), key, nil, nil); err != nil {
+		if _, err := c.Ack(ctxT(t), n.ID(), key, nil); err != nil {
 			t.Fatalf("ack %d: %v", i, err)
 		}
 	}
-	_, err := c.Ack(ctxT(t), n.ID(), key, nil, nil)
+	_, err := c.Ack(ctxT(t), n.ID(), key, nil)
 	if statusOfErr(err) != pb.Status_STATUS_BUSY {
 		t.Fatalf("third proof: %v, want BUSY", err)
 	}
@@ -173,12 +188,12 @@ func TestRelayReplayCacheFull(t *testing.T) {
 	clk := &clock{}
 	n2 := startNode(t, func(c *Config) { c.MaxReplayCache = 1; c.Now = clk.Now })
 	c2 := newClient(t, n2)
-	if _, err := c2.Ack(ctxT(t), n2.ID(), key, nil, nil); err != nil {
+	if _, err := c2.Ack(ctxT(t), n2.ID(), key, nil); err != nil {
 		t.Fatal(err)
 	}
 	clk.Advance(wire.AuthWindow + time.Second)
 	c2.Now = clk.Now
-	if _, err := c2.Ack(ctxT(t), n2.ID(), key, nil, nil); err != nil {
+	if _, err := c2.Ack(ctxT(t), n2.ID(), key, nil); err != nil {
 		t.Fatalf("after the window: %v", err)
 	}
 }

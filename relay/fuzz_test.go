@@ -212,7 +212,7 @@ func fuzzSeeds() map[string][][]byte {
 			frames(seedAuth(wire.AuthSubscribe, &pb.SubscribeRequest{Mailbox: mb[:]}), &pb.SubscribeRequest{}),
 		},
 		"FuzzRelayAck": {
-			frames(seedAuth(wire.AuthAck, &pb.AckRequest{Mailbox: mb[:], UpTo: cur.Marshal()})),
+			frames(seedAuth(wire.AuthAck, &pb.AckRequest{Mailbox: mb[:], Cids: [][]byte{make([]byte, 36)}, Signature: make([]byte, 64)})),
 			frames(seedAuth(wire.AuthAck, &pb.AckRequest{Mailbox: mb[:], Cids: [][]byte{make([]byte, 36)}})),
 		},
 		"FuzzRelayStatus": {

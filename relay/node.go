@@ -79,6 +79,8 @@ type Node struct {
 	ae       *antiEntropy
 	rpc      *rpc.Client
 	verifier *wire.ReceiptVerifier
+	// ackVerifier checks the owner acks of replicated tombstones.
+	ackVerifier *wire.OwnerAckVerifier
 	// reconcileNoImport makes reconciliation count what it receives
 	// without storing it (the protocol benchmark keeps its difference).
 	reconcileNoImport bool
@@ -150,6 +152,7 @@ func New(cfg Config) (*Node, error) {
 	n.repl = newReplicator(n)
 	n.ae = newAntiEntropy(n)
 	n.verifier = wire.NewReceiptVerifier(rpc.DefaultVerifierRoots)
+	n.ackVerifier = wire.NewOwnerAckVerifier(rpc.DefaultVerifierRoots)
 	return n, nil
 }
 

@@ -367,13 +367,14 @@ func (x *exchange) sendItems(ds [][32]byte, out emitter) (*pb.ReconcileMessage, 
 			if err != nil {
 				return nil, err
 			}
-			if size+160 > reconcileItemBudget {
+			n := 160 + len(t.OwnerAck)
+			if size+n > reconcileItemBudget {
 				if err := flush(); err != nil {
 					return nil, err
 				}
 			}
 			cur.Tombstones = append(cur.Tombstones, tombstoneToPB(t))
-			size += 160
+			size += n
 		}
 		x.s.sent++
 	}
@@ -446,7 +447,17 @@ func (x *exchange) storeItems(ctx context.Context, m *pb.ReconcileMessage) error
 			if err != nil || tomb.Mailbox != s.mb {
 				return fmt.Errorf("%w: tombstone: %v", errReconcileProtocol, err)
 			}
+			if err := n.checkOwnerAck(tomb); err != nil {
+				// Not the owner's: dropped, as an entry whose stamp
+				// does not verify (SPEC.md §10.10).
+				s.failed = true
+				n.m.reconciled.WithLabelValues("refused_" + statusName(statusOf(err))).Inc()
+				continue
+			}
 			ts = append(ts, tomb)
+		}
+		if len(ts) == 0 {
+			return nil
 		}
 		if _, err := n.store.ImportTombstones(n.workCtx, ts); err != nil {
 			return err

@@ -322,7 +322,20 @@ func (n *Node) checkTombstone(trust *peerTrust, t *pb.Tombstone) (pb.Status, sto
 	if trust.get(tomb.Mailbox).from == stranger {
 		return pb.Status_STATUS_NOT_REPLICA, store.Tombstone{}
 	}
+	if err := n.checkOwnerAck(tomb); err != nil {
+		return statusOf(err), store.Tombstone{}
+	}
 	return pb.Status_STATUS_OK, tomb
+}
+
+// checkOwnerAck checks that a replicated tombstone carries its mailbox
+// owner's ack of its CID (SPEC.md §6.3, §10.9): a replica deletes nothing
+// on another replica's word alone. Errors wrap wire.ErrBadSignature.
+func (n *Node) checkOwnerAck(t store.Tombstone) error {
+	if err := wire.VerifyOwnerAck(n.ackVerifier, t.OwnerAck, t.Mailbox, t.CID); err != nil {
+		return fmt.Errorf("tombstone of %s: %v: %w", t.CID, err, wire.ErrBadSignature)
+	}
+	return nil
 }
 
 // tombstoneFromPB parses a wire tombstone. Errors wrap wire.ErrMalformed.
@@ -342,5 +355,8 @@ func tombstoneFromPB(t *pb.Tombstone) (store.Tombstone, error) {
 	if err != nil {
 		return store.Tombstone{}, fmt.Errorf("tombstone: origin: %w", wire.ErrMalformed)
 	}
-	return store.Tombstone{Mailbox: mb, CID: c, Origin: origin, Seq: t.GetSeq(), Expiry: t.GetExpiry()}, nil
+	if n := len(t.GetOwnerAck()); n == 0 || n > wire.MaxOwnerAckLen {
+		return store.Tombstone{}, fmt.Errorf("tombstone: owner ack of %d bytes: %w", n, wire.ErrMalformed)
+	}
+	return store.Tombstone{Mailbox: mb, CID: c, Origin: origin, Seq: t.GetSeq(), Expiry: t.GetExpiry(), OwnerAck: t.GetOwnerAck()}, nil
 }

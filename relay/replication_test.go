@@ -711,7 +711,7 @@ func TestReplicationTombstones(t *testing.T) {
 		return true
 	})
 	c := newClient(t, nodes...)
-	if n, err := c.Ack(ctxT(t), nodes[0].ID(), key, cids[:5], nil); err != nil || n != 5 {
+	if n, err := c.Ack(ctxT(t), nodes[0].ID(), key, cids[:5]); err != nil || n != 5 {
 		t.Fatalf("ack: %d %v", n, err)
 	}
 	acked := func(n *Node, cs []wire.CID) bool {
@@ -728,7 +728,7 @@ func TestReplicationTombstones(t *testing.T) {
 	if err := nodes[2].Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := c.Ack(ctxT(t), nodes[1].ID(), key, cids[5:10], nil); err != nil || n != 5 {
+	if n, err := c.Ack(ctxT(t), nodes[1].ID(), key, cids[5:10]); err != nil || n != 5 {
 		t.Fatalf("ack: %d %v", n, err)
 	}
 	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
@@ -778,7 +778,7 @@ func TestReplicationCatchUp(t *testing.T) {
 		deposit(nodes[i%2], i)
 	}
 	c := newClient(t, nodes[0], nodes[1])
-	if _, err := c.Ack(ctxT(t), nodes[0].ID(), key, cids[:5], nil); err != nil {
+	if _, err := c.Ack(ctxT(t), nodes[0].ID(), key, cids[:5]); err != nil {
 		t.Fatal(err)
 	}
 	for _, cid := range cids[:5] {

@@ -228,9 +228,11 @@ func (c *Client) Status(ctx context.Context, relay peer.ID, mailbox wire.Mailbox
 }
 
 // Ack asks relay to delete entries of the key's mailbox (SPEC.md §10.6):
-// the listed CIDs (at most wire.MaxAckCIDs) and, if upTo is not nil, every
-// entry upTo covers. It returns how many entries the relay deleted.
-func (c *Client) Ack(ctx context.Context, relay peer.ID, key ed25519.PrivateKey, cids []wire.CID, upTo *wire.Cursor) (int, error) {
+// the listed CIDs, at most wire.MaxAckCIDs of them. The request carries the
+// owner's signed ack of the CIDs (§6.3), which the relay keeps with each
+// tombstone so that the other replicas delete them too. It returns how
+// many entries the relay deleted.
+func (c *Client) Ack(ctx context.Context, relay peer.ID, key ed25519.PrivateKey, cids []wire.CID) (int, error) {
 	if len(cids) > wire.MaxAckCIDs {
 		return 0, fmt.Errorf("ack: %d cids: %w", len(cids), wire.ErrMalformed)
 	}
@@ -242,8 +244,12 @@ func (c *Client) Ack(ctx context.Context, relay peer.ID, key ed25519.PrivateKey,
 	for i := range cids {
 		body.Cids[i] = cids[i][:]
 	}
-	if upTo != nil {
-		body.UpTo = upTo.Marshal()
+	if len(cids) > 0 {
+		sig, err := wire.SignOwnerAck(key, cids)
+		if err != nil {
+			return 0, fmt.Errorf("ack: %w", err)
+		}
+		body.Signature = sig[:]
 	}
 	req, err := c.authenticate(key, wire.AuthAck, relay, body)
 	if err != nil {

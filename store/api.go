@@ -238,6 +238,11 @@ type Tombstone struct {
 	Origin  peer.ID
 	Seq     uint64
 	Expiry  uint64
+	// OwnerAck is the mailbox owner's ack of CID (a wire.OwnerAck
+	// encoding, SPEC.md §6.3), which lets other replicas check that the
+	// owner asked for the deletion. The store keeps it and does not verify
+	// it: its callers do.
+	OwnerAck []byte
 }
 
 // AckResult is the outcome of an ack.

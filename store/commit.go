@@ -35,7 +35,7 @@ type op struct {
 	imp    Import
 	mb     wire.Mailbox
 	cids   []wire.CID
-	upTo   *wire.Cursor
+	acks   [][]byte // owner acks of cids, in order (opAck)
 	tombs  []Tombstone
 	origin peer.ID
 	seq    uint64
@@ -741,9 +741,10 @@ func (b *batchCtx) expireEntry(mb *mbox, r fateRec, d [32]byte, evicted bool) er
 	return nil
 }
 
-// ackEntry replaces a live entry by its tombstone.
-func (b *batchCtx) ackEntry(mb *mbox, r fateRec, d [32]byte) (Tombstone, error) {
-	mark := entryRec{kind: kindTombstoneMark, digest: d, expiry: r.expiry, size: r.size}
+// ackEntry replaces a live entry by its tombstone, which keeps the owner's
+// ack.
+func (b *batchCtx) ackEntry(mb *mbox, r fateRec, d [32]byte, ownerAck []byte) (Tombstone, error) {
+	mark := entryRec{kind: kindTombstoneMark, digest: d, expiry: r.expiry, size: r.size, ownerAck: ownerAck}
 	if err := b.set(entryKey(mb.id, r.origin, r.seq), mark.encode(), kindTombstoneMark, b.retain(r.expiry), markSlack); err != nil {
 		return Tombstone{}, err
 	}
@@ -761,7 +762,7 @@ func (b *batchCtx) ackEntry(mb *mbox, r fateRec, d [32]byte) (Tombstone, error) 
 	b.st.acked.Add(1)
 	b.touch(mb)
 	b.recon = append(b.recon, reconOp{mb: mb, set: SetEntries, d: d}, reconOp{mb: mb, set: SetTombstones, d: d, add: true})
-	return Tombstone{Mailbox: mb.addr, CID: wire.CIDFromDigest(d), Origin: b.l.origins[r.origin], Seq: r.seq, Expiry: r.expiry}, nil
+	return Tombstone{Mailbox: mb.addr, CID: wire.CIDFromDigest(d), Origin: b.l.origins[r.origin], Seq: r.seq, Expiry: r.expiry, OwnerAck: ownerAck}, nil
 }
 
 // advance raises known_through of (mb, oid) over the seqs now present.
@@ -877,94 +878,24 @@ func (b *batchCtx) doImport(o *op) error {
 }
 
 func (b *batchCtx) doAck(o *op) error {
-	l := b.l
-	mb := l.mboxes[o.mb]
+	mb := b.l.mboxes[o.mb]
 	if mb == nil {
 		return nil
 	}
-	ack := func(d [32]byte) error {
+	for i, c := range o.cids {
+		d := c.Digest()
 		r, ok, err := b.fate(mb.id, d)
-		if err != nil || !ok || r.fate != FateStored {
+		if err != nil {
 			return err
 		}
-		t, err := b.ackEntry(mb, r, d)
+		if !ok || r.fate != FateStored {
+			continue
+		}
+		t, err := b.ackEntry(mb, r, d, o.acks[i])
 		if err != nil {
 			return err
 		}
 		o.tombs = append(o.tombs, t)
-		return nil
-	}
-	for _, c := range o.cids {
-		if err := ack(c.Digest()); err != nil {
-			return err
-		}
-	}
-	if o.upTo == nil {
-		return nil
-	}
-	for _, p := range o.upTo.Positions() {
-		oid, ok := l.originIDs[p.Origin]
-		if !ok {
-			continue
-		}
-		if _, ok := mb.kt[oid]; !ok {
-			continue
-		}
-		start := max(mb.lowLive[oid], 1)
-		if start > p.Seq {
-			continue
-		}
-		budget := l.chunk - len(o.tombs)
-		var digests [][32]byte
-		truncated := false
-		it := b.txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
-		prefix := entryPrefix(mb.id, oid)
-		for it.Seek(entryKey(mb.id, oid, start)); it.ValidForPrefix(prefix); it.Next() {
-			item := it.Item()
-			_, _, seq, _ := parseEntryKey(item.Key())
-			if seq > p.Seq {
-				break
-			}
-			if m := item.UserMeta(); m != kindLocalEntry && m != kindImportedEntry {
-				continue
-			}
-			if len(digests) >= budget {
-				truncated = true
-				break
-			}
-			k := item.KeyCopy(nil)
-			v, err := item.ValueCopy(nil)
-			if err != nil {
-				it.Close()
-				return err
-			}
-			r, err := decodeEntry(k, v)
-			if err != nil {
-				b.st.corrupt.Add(1)
-				continue
-			}
-			if r.kind == kindImportedEntry {
-				s, err := wire.ParseSignedReceipt(r.stamp)
-				if err != nil {
-					b.st.corrupt.Add(1)
-					continue
-				}
-				digests = append(digests, s.CID.Digest())
-			} else {
-				digests = append(digests, r.digest)
-			}
-		}
-		it.Close()
-		for _, d := range digests {
-			if err := ack(d); err != nil {
-				return err
-			}
-		}
-		if truncated {
-			o.more = true
-			return nil
-		}
-		mb.lowLive[oid] = max(mb.lowLive[oid], p.Seq+1)
 	}
 	return nil
 }
@@ -973,7 +904,8 @@ func (b *batchCtx) doTombstones(o *op) error {
 	l := b.l
 	for _, t := range o.tombs {
 		if _, err := wire.ParseCID(t.CID[:]); err != nil || t.Seq == 0 || len(t.Origin) == 0 ||
-			len(t.Origin) > wire.MaxPeerIDLen || t.Mailbox[0] != 0x12 || t.Mailbox[1] != 0x20 {
+			len(t.Origin) > wire.MaxPeerIDLen || t.Mailbox[0] != 0x12 || t.Mailbox[1] != 0x20 ||
+			len(t.OwnerAck) == 0 || len(t.OwnerAck) > wire.MaxOwnerAckLen {
 			l.log.Warn("store: malformed tombstone ignored", "cid", t.CID)
 			continue
 		}
@@ -988,7 +920,7 @@ func (b *batchCtx) doTombstones(o *op) error {
 				return err
 			}
 			if fate == FateStored {
-				if _, err := b.ackEntry(mb, r, d); err != nil {
+				if _, err := b.ackEntry(mb, r, d, t.OwnerAck); err != nil {
 					return err
 				}
 				o.count++
@@ -1009,7 +941,7 @@ func (b *batchCtx) doTombstones(o *op) error {
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
-		mark := entryRec{kind: kindTombstoneMark, digest: d, expiry: t.Expiry}
+		mark := entryRec{kind: kindTombstoneMark, digest: d, expiry: t.Expiry, ownerAck: t.OwnerAck}
 		if err := b.set(k, mark.encode(), kindTombstoneMark, b.retain(t.Expiry), markSlack); err != nil {
 			return err
 		}

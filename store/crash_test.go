@@ -116,7 +116,7 @@ func crashChild(dir string) {
 				sum := wire.CIDOf(env)
 				report("A %x %d %x %d", mb[:], res.Receipt.Seq, sum[:], len(env))
 				if r.IntN(8) == 0 {
-					if _, err := l.Ack(ctx, mb, []wire.CID{sum}, nil); err != nil {
+					if _, err := l.Ack(ctx, mb, []wire.CID{sum}, [][]byte{[]byte("owner ack")}); err != nil {
 						os.Exit(4)
 					}
 					report("K %x %x", mb[:], sum[:])

@@ -135,7 +135,7 @@ func TestStoreCorruptRecords(t *testing.T) {
 	if _, err := l.Append(ctx, Deposit{Envelope: testEnvelope(t, mb, 50)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Ack(ctx, mb, cids, nil); err != nil {
+	if _, err := l.Ack(ctx, mb, cids, testOwnerAcks(cids)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -599,4 +599,14 @@ func TestStoreMailboxesPaged(t *testing.T) {
 	if i != 10 {
 		t.Fatalf("stopped after %d", i)
 	}
+}
+
+// testOwnerAcks returns stand-ins for owner acks (the store does not verify
+// them; storetest.OwnerAcks is the same for external tests).
+func testOwnerAcks(cids []wire.CID) [][]byte {
+	out := make([][]byte, len(cids))
+	for i, c := range cids {
+		out[i] = []byte("owner ack of " + c.String())
+	}
+	return out
 }

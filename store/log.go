@@ -540,18 +540,25 @@ func (l *Log) ImportMany(ctx context.Context, entries []Import) []ImportResult {
 	return out
 }
 
-// Ack deletes the listed entries of mailbox and every entry upTo covers
-// (nil: none), leaving a tombstone for each (SPEC.md §10.6). Unknown or
+// Ack deletes the listed entries of mailbox, leaving a tombstone for each
+// that keeps ownerAcks[i], the owner's ack of cids[i] (a wire.OwnerAck
+// encoding, SPEC.md §6.3, §10.6; the caller has verified it). Unknown or
 // already acked CIDs are ignored. A large ack is applied in several
 // transactions; each is durable before the next starts, and an ack
 // interrupted by a crash can be repeated.
-func (l *Log) Ack(ctx context.Context, mailbox wire.Mailbox, cids []wire.CID, upTo *wire.Cursor) (AckResult, error) {
+func (l *Log) Ack(ctx context.Context, mailbox wire.Mailbox, cids []wire.CID, ownerAcks [][]byte) (AckResult, error) {
 	var res AckResult
-	for first := true; first || upTo != nil; first = false {
-		o := &op{kind: opAck, mb: mailbox, upTo: upTo}
-		if first {
-			o.cids = cids
+	if len(ownerAcks) != len(cids) {
+		return res, fmt.Errorf("ack: %d owner acks for %d cids: %w", len(ownerAcks), len(cids), wire.ErrMalformed)
+	}
+	for i, a := range ownerAcks {
+		if len(a) == 0 || len(a) > wire.MaxOwnerAckLen {
+			return res, fmt.Errorf("ack: owner ack %d of %d bytes: %w", i, len(a), wire.ErrMalformed)
 		}
+	}
+	for len(cids) > 0 {
+		k := min(len(cids), l.chunk)
+		o := &op{kind: opAck, mb: mailbox, cids: cids[:k], acks: ownerAcks[:k]}
 		if err := l.submit(ctx, o); err != nil {
 			return res, err
 		}
@@ -560,9 +567,7 @@ func (l *Log) Ack(ctx context.Context, mailbox wire.Mailbox, cids []wire.CID, up
 		}
 		res.Acked += len(o.tombs)
 		res.Tombstones = append(res.Tombstones, o.tombs...)
-		if !o.more {
-			break
-		}
+		cids, ownerAcks = cids[k:], ownerAcks[k:]
 	}
 	return res, nil
 }
@@ -924,7 +929,27 @@ func (l *Log) Tombstone(mailbox wire.Mailbox, c wire.CID) (Tombstone, error) {
 		l.mu.RLock()
 		origin = l.origins[r.origin]
 		l.mu.RUnlock()
-		t = Tombstone{Mailbox: mailbox, CID: c, Origin: origin, Seq: r.seq, Expiry: r.expiry}
+		k := entryKey(mb.id, r.origin, r.seq)
+		item, err := txn.Get(k)
+		if err != nil {
+			return fmt.Errorf("tombstone of %s: mark: %w", c, err)
+		}
+		var ownerAck []byte
+		err = item.Value(func(v []byte) error {
+			m, err := decodeEntry(k, v)
+			if err != nil {
+				return err
+			}
+			if m.kind != kindTombstoneMark || m.digest != c.Digest() {
+				return corrupt(k, "acked %s, mark of kind %d for another digest", c, m.kind)
+			}
+			ownerAck = clone(m.ownerAck)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		t = Tombstone{Mailbox: mailbox, CID: c, Origin: origin, Seq: r.seq, Expiry: r.expiry, OwnerAck: ownerAck}
 		return nil
 	})
 	return t, err

@@ -89,7 +89,7 @@ func corrupt(key []byte, format string, args ...any) error {
 //
 //	local:    storedAtMs(8) ‖ expiry(8) ‖ batch(8) ‖ index(2) ‖ digest(32) ‖ envelope
 //	imported: stampLen(2) ‖ stamp ‖ envelope
-//	marks:    digest(32) ‖ expiry(8) ‖ size(4)
+//	marks:    digest(32) ‖ expiry(8) ‖ size(4) ‖ owner ack (tombstones only, 1…wire.MaxOwnerAckLen)
 type entryRec struct {
 	kind byte
 	// local
@@ -105,6 +105,8 @@ type entryRec struct {
 	// reads need not hash the envelope)
 	digest [32]byte
 	size   uint32
+	// tombstone marks: the owner's ack (wire.OwnerAck encoding)
+	ownerAck []byte
 }
 
 func (r *entryRec) encode() []byte {
@@ -124,10 +126,13 @@ func (r *entryRec) encode() []byte {
 		b = append(b, r.stamp...)
 		b = append(b, r.envelope...)
 	default:
-		b = make([]byte, hdrLen, hdrLen+44)
+		b = make([]byte, hdrLen, hdrLen+44+len(r.ownerAck))
 		b = append(b, r.digest[:]...)
 		b = binary.BigEndian.AppendUint64(b, r.expiry)
 		b = binary.BigEndian.AppendUint32(b, r.size)
+		if r.kind == kindTombstoneMark {
+			b = append(b, r.ownerAck...)
+		}
 	}
 	return seal(b, r.kind)
 }
@@ -163,12 +168,16 @@ func decodeEntry(key, b []byte) (entryRec, error) {
 		r.stamp = body[2 : 2+n]
 		r.envelope = body[2+n:]
 	case kindTombstoneMark, kindExpiredMark:
-		if len(body) != 44 {
+		n := len(body) - 44
+		if n < 0 || (kind == kindExpiredMark && n != 0) || (kind == kindTombstoneMark && (n == 0 || n > wire.MaxOwnerAckLen)) {
 			return r, corrupt(key, "mark of %d bytes", len(body))
 		}
 		r.digest = [32]byte(body[:32])
 		r.expiry = binary.BigEndian.Uint64(body[32:])
-		r.size = binary.BigEndian.Uint32(body[40:])
+		r.size = binary.BigEndian.Uint32(body[40:44])
+		if n > 0 {
+			r.ownerAck = body[44:]
+		}
 	default:
 		return r, corrupt(key, "entry kind %d", kind)
 	}

@@ -77,7 +77,7 @@ func fixtureControlFrames(t testing.TB) []seedInput {
 		{"deposit-response", delimited(t, &pb.DepositResponse{Id: 1, Status: pb.Status_STATUS_OK, Receipt: stamp, Replicas: 1})},
 		{"authenticated-sync", delimited(t, &pb.Authenticated{Proof: proof, Body: body})},
 		{"sync-page", delimited(t, &pb.SyncPage{Status: pb.Status_STATUS_OK, Entries: []*pb.Entry{entry}, Watermarks: []*pb.Position{{Origin: []byte(relayA.id), Seq: 1}}, Done: true})},
-		{"ack-request", delimited(t, &pb.AckRequest{Mailbox: fixtureMailbox[:], Cids: [][]byte{cid[:]}, UpTo: cur.Marshal()})},
+		{"ack-request", delimited(t, &pb.AckRequest{Mailbox: fixtureMailbox[:], Cids: [][]byte{cid[:]}, Signature: make([]byte, 64)})},
 		{"status-response", delimited(t, &pb.StatusResponse{Status: pb.Status_STATUS_OK, States: []pb.EntryState{pb.EntryState_ENTRY_STATE_STORED, pb.EntryState_ENTRY_STATE_ACKED}})},
 		{"info", delimited(t, &pb.InfoRequest{}, &pb.InfoResponse{Status: pb.Status_STATUS_OK, Version: "cairn/test", MaxEnvelopeBytes: 65536})},
 		{"replicate-request", delimited(t, &pb.ReplicateRequest{Id: 7, Entries: []*pb.Entry{entry}})},

@@ -5,10 +5,13 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -80,6 +83,17 @@ func NewRelay(t testing.TB) Relay {
 }
 
 // Mailbox makes a random mailbox address.
+// OwnerAcks returns stand-ins for the owner acks of cids, one per CID: the
+// store keeps an owner ack with its tombstone but does not verify it (the
+// relay does, SPEC.md §6.3).
+func OwnerAcks(cids []wire.CID) [][]byte {
+	out := make([][]byte, len(cids))
+	for i, c := range cids {
+		out[i] = fmt.Appendf(nil, "owner ack of %s", c)
+	}
+	return out
+}
+
 func Mailbox(t testing.TB) wire.Mailbox {
 	var pub [32]byte
 	rand.Read(pub[:])
@@ -172,7 +186,7 @@ func RunLog(t *testing.T, o Opener) {
 		{"Eviction", testEviction},
 		{"Expiry", testExpiry},
 		{"Ack", testAck},
-		{"AckUpTo", testAckUpTo},
+		{"AckMany", testAckMany},
 		{"Import", testImport},
 		{"ImportTombstones", testImportTombstones},
 		{"Reconcile", testReconcile},
@@ -490,7 +504,8 @@ func testAck(t *testing.T, o Opener) {
 		rcs = append(rcs, r)
 		envs = append(envs, b)
 	}
-	res, err := e.log.Ack(context.Background(), mb, []wire.CID{rcs[1].Receipt.CID, rcs[3].Receipt.CID, wire.CIDOf([]byte("unknown"))}, nil)
+	acked := []wire.CID{rcs[1].Receipt.CID, rcs[3].Receipt.CID, wire.CIDOf([]byte("unknown"))}
+	res, err := e.log.Ack(context.Background(), mb, acked, OwnerAcks(acked))
 	if err != nil || res.Acked != 2 || len(res.Tombstones) != 2 {
 		t.Fatalf("ack: %+v %v", res, err)
 	}
@@ -498,7 +513,7 @@ func testAck(t *testing.T, o Opener) {
 	if tb.CID != rcs[1].Receipt.CID || tb.Seq != 2 || tb.Origin != e.relay.ID || tb.Expiry != rcs[1].Receipt.Expiry || tb.Mailbox != mb {
 		t.Fatalf("tombstone %+v", tb)
 	}
-	if res, _ := e.log.Ack(context.Background(), mb, []wire.CID{rcs[1].Receipt.CID}, nil); res.Acked != 0 {
+	if res, _ := e.log.Ack(context.Background(), mb, []wire.CID{rcs[1].Receipt.CID}, OwnerAcks([]wire.CID{rcs[1].Receipt.CID})); res.Acked != 0 {
 		t.Fatalf("second ack: %+v", res)
 	}
 	p, _ := e.log.Read(mb, nil, nil, 0, 0)
@@ -511,7 +526,7 @@ func testAck(t *testing.T, o Opener) {
 	if f, _ := e.log.Fate(mb, rcs[1].Receipt.CID); f != store.FateAcked {
 		t.Fatalf("fate %v", f)
 	}
-	if got, err := e.log.Tombstone(mb, rcs[3].Receipt.CID); err != nil || got != res.Tombstones[1] {
+	if got, err := e.log.Tombstone(mb, rcs[3].Receipt.CID); err != nil || !reflect.DeepEqual(got, res.Tombstones[1]) {
 		t.Fatalf("tombstone lookup %+v %v", got, err)
 	}
 	if _, err := e.log.Tombstone(mb, rcs[0].Receipt.CID); !errors.Is(err, store.ErrNotFound) {
@@ -539,7 +554,7 @@ func testAck(t *testing.T, o Opener) {
 	}
 }
 
-func testAckUpTo(t *testing.T, o Opener) {
+func testAckMany(t *testing.T, o Opener) {
 	e := newEnv(t, o, nil)
 	mb := Mailbox(t)
 	const n = 2500 // more than one ack chunk
@@ -547,16 +562,17 @@ func testAckUpTo(t *testing.T, o Opener) {
 	for i := range ds {
 		ds[i] = store.Deposit{Envelope: Envelope(t, mb, 0, 32)}
 	}
+	var cids []wire.CID
 	for _, r := range e.log.AppendMany(context.Background(), ds) {
 		if r.Err != nil {
 			t.Fatal(r.Err)
 		}
+		cids = append(cids, r.Receipt.CID)
 	}
-	var c wire.Cursor
-	c.Advance(e.relay.ID, n-10)
-	res, err := e.log.Ack(context.Background(), mb, nil, &c)
-	if err != nil || res.Acked != n-10 {
-		t.Fatalf("ack up to: %d %v", res.Acked, err)
+	acks := OwnerAcks(cids[:n-10])
+	res, err := e.log.Ack(context.Background(), mb, cids[:n-10], acks)
+	if err != nil || res.Acked != n-10 || len(res.Tombstones) != n-10 {
+		t.Fatalf("ack: %d %v", res.Acked, err)
 	}
 	p, _ := e.log.Read(mb, nil, nil, 0, 0)
 	if len(p.Entries) != 10 || p.Entries[0].Stamp.Seq != n-9 {
@@ -564,6 +580,21 @@ func testAckUpTo(t *testing.T, o Opener) {
 	}
 	if st := e.log.Stats(); st.Entries != 10 || st.Tombstones != n-10 {
 		t.Fatalf("stats %+v", st)
+	}
+	// Each tombstone keeps its own owner ack.
+	for _, i := range []int{0, 1500, n - 11} {
+		if got, err := e.log.Tombstone(mb, cids[i]); err != nil || !bytes.Equal(got.OwnerAck, acks[i]) || !bytes.Equal(res.Tombstones[i].OwnerAck, acks[i]) {
+			t.Fatalf("tombstone %d: %q %v, want the owner ack %q", i, got.OwnerAck, err, acks[i])
+		}
+	}
+	// An ack without its owner acks changes nothing.
+	for _, bad := range [][][]byte{nil, {nil}, {make([]byte, wire.MaxOwnerAckLen+1)}} {
+		if _, err := e.log.Ack(context.Background(), mb, cids[n-1:], bad); !errors.Is(err, wire.ErrMalformed) {
+			t.Fatalf("ack with owner acks %d: %v, want ErrMalformed", len(bad), err)
+		}
+	}
+	if st := e.log.Stats(); st.Entries != 10 {
+		t.Fatalf("stats after refused acks %+v", st)
 	}
 }
 
@@ -671,9 +702,16 @@ func testImportTombstones(t *testing.T, o Opener) {
 	if _, err := e.log.Import(ctx, b2, &s2); err != nil {
 		t.Fatal(err)
 	}
+	acks := OwnerAcks([]wire.CID{s1.CID, s2.CID})
 	ts := []store.Tombstone{
-		{Mailbox: mb, CID: s1.CID, Origin: other.ID, Seq: 1, Expiry: exp},
-		{Mailbox: mb, CID: s2.CID, Origin: other.ID, Seq: 2, Expiry: exp},
+		{Mailbox: mb, CID: s1.CID, Origin: other.ID, Seq: 1, Expiry: exp, OwnerAck: acks[0]},
+		{Mailbox: mb, CID: s2.CID, Origin: other.ID, Seq: 2, Expiry: exp, OwnerAck: acks[1]},
+	}
+	// A tombstone without an owner ack is ignored.
+	noAck := ts[1]
+	noAck.OwnerAck = nil
+	if n, err := e.log.ImportTombstones(ctx, []store.Tombstone{noAck}); err != nil || n != 0 {
+		t.Fatalf("import of a tombstone without an owner ack: %d %v", n, err)
 	}
 	n, err := e.log.ImportTombstones(ctx, ts)
 	if err != nil || n != 2 {
@@ -773,7 +811,7 @@ func testReconcile(t *testing.T, o Opener) {
 	check(store.SetEntries, live)
 	check(store.SetTombstones, map[[32]byte]bool{})
 	// Updates reach the loaded indexes.
-	res, _ := e.log.Ack(context.Background(), mb, cids[:40], nil)
+	res, _ := e.log.Ack(context.Background(), mb, cids[:40], OwnerAcks(cids[:40]))
 	if res.Acked != 40 {
 		t.Fatal(res.Acked)
 	}
@@ -884,7 +922,7 @@ func testPersistence(t *testing.T, o Opener) {
 	if _, err := e.log.Import(context.Background(), b, &s); err != nil {
 		t.Fatal(err)
 	}
-	e.log.Ack(context.Background(), mb, []wire.CID{last.Receipt.CID}, nil)
+	e.log.Ack(context.Background(), mb, []wire.CID{last.Receipt.CID}, OwnerAcks([]wire.CID{last.Receipt.CID}))
 	before := e.log.Stats()
 	e.reopen()
 	after := e.log.Stats()
@@ -1022,7 +1060,7 @@ func testHoles(t *testing.T, o Opener) {
 		}
 	}
 	// Seq 4 is acked and seq 3 expires while seq 2 is missing.
-	if res, _ := e.log.Ack(ctx, mb, []wire.CID{stamps[3].CID}, nil); res.Acked != 1 {
+	if res, _ := e.log.Ack(ctx, mb, []wire.CID{stamps[3].CID}, OwnerAcks([]wire.CID{stamps[3].CID})); res.Acked != 1 {
 		t.Fatal("ack")
 	}
 	e.clock.Advance(20 * time.Second)

@@ -4,7 +4,9 @@ package adversary
 // (TESTING.md, "Known bugs"): they moved here from knownbugs_test.go.
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
 	"slices"
@@ -15,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cairn-net/cairn/client"
+	"github.com/cairn-net/cairn/rpc"
 	"github.com/cairn-net/cairn/testnet"
 	"github.com/cairn-net/cairn/wire"
 	"github.com/cairn-net/cairn/wire/pb"
@@ -202,5 +205,189 @@ func TestCuriousRelayLinksMailboxes(t *testing.T) {
 	}
 	if deposits == 0 {
 		t.Fatal("the rogue saw no deposit")
+	}
+}
+
+// Known bug 5, fixed (relay, SPEC.md §6.3, §10.9, §19): a replica's
+// tombstones were trusted because their sender is a replica, so a
+// malicious replica could delete any entry at the honest replicas. A
+// tombstone now carries the mailbox owner's signed ack of its CID, and the
+// honest replicas refuse tombstones without one (MALFORMED), with an ack
+// signed by another key, or with the owner's real ack of another CID
+// (BAD_SIGNATURE): they keep the entries, and bob, who was offline, gets
+// every message.
+func TestRogueTombstonesNeedTheOwner(t *testing.T) {
+	n, alice, bob, bobAtAlice, aliceAtBob := rogueNet(t)
+	rg := n.Rogue
+	mb := bob.Mailbox()
+	bobCfg := n.ClientConfigs[1]
+	// A real owner ack, for the rogue to replay: bob receives and acks
+	// "zero", and the honest replicas keep his ack with its tombstone.
+	rec := record(bob)
+	waitStored(t, alice, send(t, alice, bobAtAlice, "zero")...)
+	shownWithin(t, bob, rec, aliceAtBob, []string{"zero"})
+	var realAck []byte
+	eventually(t, "bob's ack of zero at an honest replica", func() error {
+		for _, h := range rg.Held(mb) {
+			if tb, err := n.Relays[0].Store().Tombstone(mb, h.Stamp.CID); err == nil {
+				realAck = tb.OwnerAck
+				return nil
+			}
+		}
+		return errNotYet
+	})
+	if err := bob.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"one", "two", "three"}
+	waitStored(t, alice, send(t, alice, bobAtAlice, want...)...)
+	var targets []*Held
+	eventually(t, "both honest replicas holding the new entries", func() error {
+		targets = targets[:0]
+		for _, h := range rg.Held(mb) {
+			if _, err := n.Relays[0].Store().Tombstone(mb, h.Stamp.CID); err == nil {
+				continue // zero, acked
+			}
+			for _, r := range n.Relays {
+				if _, err := r.Store().Get(mb, h.Stamp.CID); err != nil {
+					return fmt.Errorf("%s: %v", r.ID().ShortString(), err)
+				}
+			}
+			targets = append(targets, h)
+		}
+		if len(targets) < len(want) {
+			return fmt.Errorf("rogue holds %d new entries", len(targets))
+		}
+		return nil
+	})
+	// The rogue's own mailbox key signs an ack of the targets: a valid
+	// signature, but not by bob's key.
+	_, foreignKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cids := make([]wire.CID, len(targets))
+	for i, h := range targets {
+		cids[i] = h.Stamp.CID
+	}
+	sig, err := wire.SignOwnerAck(foreignKey, cids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := wire.OwnerAcks(foreignKey.Public().(ed25519.PublicKey), cids, sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, variant := range []struct {
+		name     string
+		ownerAck func(i int) []byte
+		want     pb.Status
+	}{
+		{"no owner ack", func(int) []byte { return nil }, pb.Status_STATUS_MALFORMED},
+		{"another key's ack", func(i int) []byte { b, _ := foreign[i].Marshal(); return b }, pb.Status_STATUS_BAD_SIGNATURE},
+		{"bob's ack of another CID", func(int) []byte { return realAck }, pb.Status_STATUS_BAD_SIGNATURE},
+	} {
+		var ts []*pb.Tombstone
+		for i, h := range targets {
+			c := h.Stamp.CID
+			ts = append(ts, &pb.Tombstone{Mailbox: mb[:], Cid: c[:], Origin: []byte(h.Stamp.Origin), Seq: h.Stamp.Seq, Expiry: h.Stamp.Expiry, OwnerAck: variant.ownerAck(i)})
+		}
+		for _, r := range n.Relays {
+			rs, err := rg.RPC().OpenReplicate(ctxT(t), r.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			call, err := rs.Send(ctxT(t), rpc.ReplicateBatch{Tombstones: ts})
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-call.Done()
+			sts, err := call.Result()
+			_ = rs.Close()
+			if err != nil {
+				t.Fatalf("%s: %s refused the whole request: %v", variant.name, r.ID().ShortString(), err)
+			}
+			for i, st := range sts {
+				if st != variant.want {
+					t.Errorf("%s: %s answered tombstone %d with %v, want %v", variant.name, r.ID().ShortString(), i, st, variant.want)
+				}
+			}
+		}
+		for _, r := range n.Relays {
+			for _, h := range targets {
+				if _, err := r.Store().Get(mb, h.Stamp.CID); err != nil {
+					t.Fatalf("%s: %s deleted %s: %v", variant.name, r.ID().ShortString(), h.Stamp.CID, err)
+				}
+			}
+		}
+	}
+	// Anti-entropy does not take them either: the rogue starts a
+	// reconciliation of the mailbox's tombstones and offers the forged ones
+	// (another key's acks) as what the honest replica lacks.
+	var ts []*pb.Tombstone
+	var ids [][]byte
+	for i, h := range targets {
+		c := h.Stamp.CID
+		a, _ := foreign[i].Marshal()
+		ts = append(ts, &pb.Tombstone{Mailbox: mb[:], Cid: c[:], Origin: []byte(h.Stamp.Origin), Seq: h.Stamp.Seq, Expiry: h.Stamp.Expiry, OwnerAck: a})
+		d := c.Digest()
+		ids = append(ids, d[:])
+	}
+	slices.SortFunc(ids, bytes.Compare)
+	for _, r := range n.Relays {
+		before := metric(t, r, "cairn_relay_reconciled_total", map[string]string{"result": "refused_BAD_SIGNATURE"})
+		rs, err := rg.RPC().OpenReconcile(ctxT(t), r.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = rs.Send(&pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: mb[:], Set: pb.ReconcileSet_RECONCILE_SET_TOMBSTONES,
+			Ranges: []*pb.Range{{Mode: pb.RangeMode_RANGE_MODE_IDS, Ids: ids}}, Tombstones: ts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer, err := rs.Recv()
+		if err != nil || answer.Status != pb.Status_STATUS_OK {
+			t.Fatalf("reconcile: %s answered %v, %v", r.ID().ShortString(), answer, err)
+		}
+		rs.Reset()
+		if got := metric(t, r, "cairn_relay_reconciled_total", map[string]string{"result": "refused_BAD_SIGNATURE"}) - before; got != float64(len(ts)) {
+			t.Errorf("reconcile: %s refused %v forged tombstones, want %d", r.ID().ShortString(), got, len(ts))
+		}
+		for _, h := range targets {
+			if _, err := r.Store().Get(mb, h.Stamp.CID); err != nil {
+				t.Fatalf("reconcile: %s deleted %s: %v", r.ID().ShortString(), h.Stamp.CID, err)
+			}
+		}
+	}
+	// The rogue serves nothing of the mailbox itself (it need not).
+	rg.SetBehavior(Behavior{
+		Push: func(wire.Mailbox, *pb.Entry) []*pb.Entry { return nil },
+		Sync: func(wire.Mailbox, []*pb.Entry, []*pb.Position) ([]*pb.Entry, []*pb.Position) { return nil, nil },
+	})
+	// Bob comes back and syncs every replica.
+	bob2, err := client.New(bobCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob2.Close()
+	rec2 := record(bob2)
+	if err := bob2.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob2.Sync(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	all := append([]string{"zero"}, want...)
+	eventually(t, "bob to show every message", func() error {
+		if got := history(t, bob2, aliceAtBob, client.Incoming); !slices.Equal(got, all) {
+			return fmt.Errorf("history %q", got)
+		}
+		if got := rec2.received(aliceAtBob); !slices.Equal(got, want) {
+			return fmt.Errorf("MessageReceived events %q", got)
+		}
+		return nil
+	})
+	if g := rec2.gaps(); len(g) > 0 {
+		t.Fatalf("gap reported for messages that exist: %+v", g)
 	}
 }

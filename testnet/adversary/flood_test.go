@@ -2,6 +2,7 @@ package adversary
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"slices"
@@ -601,8 +602,9 @@ func TestHostilePostage(t *testing.T) {
 }
 
 // A stranger (a peer that is no replica) that sends tombstones for a
-// stored entry and entries under stamps of its own is refused with
-// NOT_REPLICA: the entry is still there, nothing was stored.
+// stored entry, even with the owner's ack, and entries under stamps of its
+// own is refused with NOT_REPLICA: the entry is still there, nothing was
+// stored.
 func TestHostileStrangerReplicates(t *testing.T) {
 	r := oneRelay(t, nil)
 	h := hostile(t, r)
@@ -622,9 +624,23 @@ func TestHostileStrangerReplicates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rs.Close()
+	// Even with the owner's genuine ack of the CID: a replica takes
+	// tombstones from replicas only.
 	c := wire.CIDOf(env)
+	sig, err := wire.SignOwnerAck(key, []wire.CID{c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acks, err := wire.OwnerAcks(key.Public().(ed25519.PublicKey), []wire.CID{c}, sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownerAck, err := acks[0].Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
 	call, err := rs.Send(ctxT(t), rpc.ReplicateBatch{Tombstones: []*pb.Tombstone{{
-		Mailbox: mb[:], Cid: c[:], Origin: []byte(res.Receipt.Origin), Seq: res.Receipt.Seq, Expiry: res.Receipt.Expiry,
+		Mailbox: mb[:], Cid: c[:], Origin: []byte(res.Receipt.Origin), Seq: res.Receipt.Seq, Expiry: res.Receipt.Expiry, OwnerAck: ownerAck,
 	}}})
 	if err != nil {
 		t.Fatal(err)

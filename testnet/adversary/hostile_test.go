@@ -237,10 +237,10 @@ func TestHostileMalformedFrames(t *testing.T) {
 			raw: Frame(auth(t, key, wire.AuthAck, rid, &pb.AckRequest{Mailbox: mb[:], Cids: cids(wire.MaxAckCIDs + 1)}))},
 		{name: "ack/bad-cid", proto: wire.ProtocolAck, resp: ack, want: pb.Status_STATUS_MALFORMED,
 			raw: Frame(auth(t, key, wire.AuthAck, rid, &pb.AckRequest{Mailbox: mb[:], Cids: [][]byte{[]byte("not a cid")}}))},
-		{name: "ack/bad-up-to", proto: wire.ProtocolAck, resp: ack, want: pb.Status_STATUS_MALFORMED,
-			raw: Frame(auth(t, key, wire.AuthAck, rid, &pb.AckRequest{Mailbox: mb[:], UpTo: []byte{wire.CursorVersion}}))},
-		{name: "ack/up-to-unknown-version", proto: wire.ProtocolAck, resp: ack, want: pb.Status_STATUS_UNSUPPORTED_VERSION,
-			raw: Frame(auth(t, key, wire.AuthAck, rid, &pb.AckRequest{Mailbox: mb[:], UpTo: []byte{9}}))},
+		{name: "ack/no-owner-signature", proto: wire.ProtocolAck, resp: ack, want: pb.Status_STATUS_MALFORMED,
+			raw: Frame(auth(t, key, wire.AuthAck, rid, &pb.AckRequest{Mailbox: mb[:], Cids: cids(1)}))},
+		{name: "ack/forged-owner-signature", proto: wire.ProtocolAck, resp: ack, want: pb.Status_STATUS_BAD_SIGNATURE,
+			raw: Frame(auth(t, key, wire.AuthAck, rid, &pb.AckRequest{Mailbox: mb[:], Cids: cids(1), Signature: make([]byte, 64)}))},
 
 		{name: "status/oversized", proto: wire.ProtocolStatus, raw: LengthPrefix(wire.MaxControlFrame + 1), resp: sta, reset: true},
 		{name: "status/garbage", proto: wire.ProtocolStatus, raw: garbage, resp: sta, want: pb.Status_STATUS_MALFORMED},
@@ -383,7 +383,7 @@ func honestRoundTrip(t testing.TB, r *relay.Node) {
 	if len(page.Entries) != 1 || page.Entries[0].CID() != wire.CIDOf(env) {
 		t.Fatalf("sync returned %d entries", len(page.Entries))
 	}
-	if n, err := h.RPC.Ack(ctx, r.ID(), key, []wire.CID{wire.CIDOf(env)}, nil); err != nil || n != 1 {
+	if n, err := h.RPC.Ack(ctx, r.ID(), key, []wire.CID{wire.CIDOf(env)}); err != nil || n != 1 {
 		t.Fatalf("ack: %d, %v", n, err)
 	}
 }

@@ -10,14 +10,8 @@
 package adversary
 
 import (
-	"fmt"
 	"testing"
 	"time"
-
-	"github.com/cairn-net/cairn/client"
-	"github.com/cairn-net/cairn/rpc"
-	"github.com/cairn-net/cairn/wire"
-	"github.com/cairn-net/cairn/wire/pb"
 )
 
 // KnownBug 3 (relay, SPEC.md §10.3, §11 BUSY): driven at twice its
@@ -39,84 +33,4 @@ func TestKnownBugLoadNotShed(t *testing.T) {
 	if over.Lateness > time.Second || over.Quantile(.99) > 2*time.Second {
 		t.Errorf("senders fell %v behind their schedule, p99 latency %v: the excess was queued, not shed", over.Lateness, over.Quantile(.99))
 	}
-}
-
-// KnownBug 5 (relay, SPEC.md §10.9, §19): a replica can delete any entry
-// at the other replicas. Tombstones are trusted because their sender is a
-// replica (§10.9), so a malicious replica that sends tombstones for
-// entries nobody acked makes every honest replica delete them; the
-// recipient, who was offline, never receives the messages — although §19
-// says "only the owner's ack (authenticated, §8) deletes; replicas
-// elsewhere still hold the entry".
-func TestKnownBugRogueTombstonesDeleteEverywhere(t *testing.T) {
-	n, alice, bob, bobAtAlice, aliceAtBob := rogueNet(t)
-	rg := n.Rogue
-	mb := bob.Mailbox()
-	bobCfg := n.ClientConfigs[1]
-	if err := bob.Close(); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"one", "two", "three"}
-	waitStored(t, alice, send(t, alice, bobAtAlice, want...)...)
-	eventually(t, "the rogue and both honest replicas holding the entries", func() error {
-		held := rg.Held(mb)
-		if len(held) < len(want) {
-			return fmt.Errorf("rogue holds %d", len(held))
-		}
-		for _, r := range n.Relays {
-			for _, h := range held {
-				if _, err := r.Store().Get(mb, h.Stamp.CID); err != nil {
-					return fmt.Errorf("%s: %v", r.ID().ShortString(), err)
-				}
-			}
-		}
-		return nil
-	})
-	// The rogue, a replica, tombstones every entry at both honest
-	// replicas.
-	var ts []*pb.Tombstone
-	for _, h := range rg.Held(mb) {
-		c := h.Stamp.CID
-		ts = append(ts, &pb.Tombstone{Mailbox: mb[:], Cid: c[:], Origin: []byte(h.Stamp.Origin), Seq: h.Stamp.Seq, Expiry: h.Stamp.Expiry})
-	}
-	for _, r := range n.Relays {
-		rs, err := rg.RPC().OpenReplicate(ctxT(t), r.ID())
-		if err != nil {
-			t.Fatal(err)
-		}
-		call, err := rs.Send(ctxT(t), rpc.ReplicateBatch{Tombstones: ts})
-		if err != nil {
-			t.Fatal(err)
-		}
-		<-call.Done()
-		st, err := call.Result()
-		t.Logf("%s answered the rogue's tombstones %v %v", r.ID().ShortString(), st, err)
-		_ = rs.Close()
-	}
-	for _, r := range n.Relays {
-		for _, h := range rg.Held(mb) {
-			if _, err := r.Store().Get(mb, h.Stamp.CID); err == nil {
-				t.Logf("%s still holds %s", r.ID().ShortString(), h.Stamp.CID)
-			}
-		}
-	}
-	// The rogue serves nothing of the mailbox itself (it need not).
-	rg.SetBehavior(Behavior{
-		Push: func(wire.Mailbox, *pb.Entry) []*pb.Entry { return nil },
-		Sync: func(wire.Mailbox, []*pb.Entry, []*pb.Position) ([]*pb.Entry, []*pb.Position) { return nil, nil },
-	})
-	// Bob comes back and syncs every replica.
-	bob2, err := client.New(bobCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob2.Close()
-	rec := record(bob2)
-	if err := bob2.Start(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	if err := bob2.Sync(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	shownWithin(t, bob2, rec, aliceAtBob, want)
 }

@@ -1024,10 +1024,11 @@ func (x *SubscribeEvent) GetRetryAfterMs() uint32 {
 
 // ack: /cairn/ack/1.0.0 (SPEC.md §10.6). Sent as the body of Authenticated.
 type AckRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Mailbox       []byte                 `protobuf:"bytes,1,opt,name=mailbox,proto3" json:"mailbox,omitempty"`
-	Cids          [][]byte               `protobuf:"bytes,2,rep,name=cids,proto3" json:"cids,omitempty"`
-	UpTo          []byte                 `protobuf:"bytes,3,opt,name=up_to,json=upTo,proto3" json:"up_to,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Mailbox []byte                 `protobuf:"bytes,1,opt,name=mailbox,proto3" json:"mailbox,omitempty"`
+	Cids    [][]byte               `protobuf:"bytes,2,rep,name=cids,proto3" json:"cids,omitempty"`
+	// The owner's signature over cids (SPEC.md §6.3), 64 bytes.
+	Signature     []byte `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1076,9 +1077,9 @@ func (x *AckRequest) GetCids() [][]byte {
 	return nil
 }
 
-func (x *AckRequest) GetUpTo() []byte {
+func (x *AckRequest) GetSignature() []byte {
 	if x != nil {
-		return x.UpTo
+		return x.Signature
 	}
 	return nil
 }
@@ -1546,12 +1547,14 @@ func (x *PrekeyResponse) GetRetryAfterMs() uint32 {
 
 // Tombstone records an acked entry (SPEC.md §10.6, §10.9).
 type Tombstone struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Mailbox       []byte                 `protobuf:"bytes,1,opt,name=mailbox,proto3" json:"mailbox,omitempty"`
-	Cid           []byte                 `protobuf:"bytes,2,opt,name=cid,proto3" json:"cid,omitempty"`
-	Origin        []byte                 `protobuf:"bytes,3,opt,name=origin,proto3" json:"origin,omitempty"`
-	Seq           uint64                 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
-	Expiry        uint64                 `protobuf:"varint,5,opt,name=expiry,proto3" json:"expiry,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Mailbox []byte                 `protobuf:"bytes,1,opt,name=mailbox,proto3" json:"mailbox,omitempty"`
+	Cid     []byte                 `protobuf:"bytes,2,opt,name=cid,proto3" json:"cid,omitempty"`
+	Origin  []byte                 `protobuf:"bytes,3,opt,name=origin,proto3" json:"origin,omitempty"`
+	Seq     uint64                 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	Expiry  uint64                 `protobuf:"varint,5,opt,name=expiry,proto3" json:"expiry,omitempty"`
+	// The owner's ack of cid (SPEC.md §6.3).
+	OwnerAck      []byte `protobuf:"bytes,6,opt,name=owner_ack,json=ownerAck,proto3" json:"owner_ack,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1619,6 +1622,13 @@ func (x *Tombstone) GetExpiry() uint64 {
 		return x.Expiry
 	}
 	return 0
+}
+
+func (x *Tombstone) GetOwnerAck() []byte {
+	if x != nil {
+		return x.OwnerAck
+	}
+	return nil
 }
 
 // replicate: /cairn/replicate/1.0.0 (SPEC.md §10.9).
@@ -2002,12 +2012,12 @@ const file_cairn_proto_rawDesc = "" +
 	"\x05entry\x18\x02 \x01(\v2\x14.cairn.wire.v1.EntryR\x05entry\x12!\n" +
 	"\fkeepalive_ms\x18\x03 \x01(\x04R\vkeepaliveMs\x12\x16\n" +
 	"\x06detail\x18\x04 \x01(\tR\x06detail\x12$\n" +
-	"\x0eretry_after_ms\x18\x05 \x01(\rR\fretryAfterMs\"O\n" +
+	"\x0eretry_after_ms\x18\x05 \x01(\rR\fretryAfterMs\"^\n" +
 	"\n" +
 	"AckRequest\x12\x18\n" +
 	"\amailbox\x18\x01 \x01(\fR\amailbox\x12\x12\n" +
-	"\x04cids\x18\x02 \x03(\fR\x04cids\x12\x13\n" +
-	"\x05up_to\x18\x03 \x01(\fR\x04upTo\"\x90\x01\n" +
+	"\x04cids\x18\x02 \x03(\fR\x04cids\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignatureJ\x04\b\x03\x10\x04\"\x90\x01\n" +
 	"\vAckResponse\x12-\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x15.cairn.wire.v1.StatusR\x06status\x12\x14\n" +
 	"\x05acked\x18\x02 \x01(\rR\x05acked\x12\x16\n" +
@@ -2037,13 +2047,14 @@ const file_cairn_proto_rawDesc = "" +
 	"\x10remaining_x25519\x18\x04 \x01(\rR\x0fremainingX25519\x12'\n" +
 	"\x0fremaining_mlkem\x18\x05 \x01(\rR\x0eremainingMlkem\x12\x16\n" +
 	"\x06detail\x18\x06 \x01(\tR\x06detail\x12$\n" +
-	"\x0eretry_after_ms\x18\a \x01(\rR\fretryAfterMs\"y\n" +
+	"\x0eretry_after_ms\x18\a \x01(\rR\fretryAfterMs\"\x96\x01\n" +
 	"\tTombstone\x12\x18\n" +
 	"\amailbox\x18\x01 \x01(\fR\amailbox\x12\x10\n" +
 	"\x03cid\x18\x02 \x01(\fR\x03cid\x12\x16\n" +
 	"\x06origin\x18\x03 \x01(\fR\x06origin\x12\x10\n" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x16\n" +
-	"\x06expiry\x18\x05 \x01(\x04R\x06expiry\"\x8c\x01\n" +
+	"\x06expiry\x18\x05 \x01(\x04R\x06expiry\x12\x1b\n" +
+	"\towner_ack\x18\x06 \x01(\fR\bownerAck\"\x8c\x01\n" +
 	"\x10ReplicateRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12.\n" +
 	"\aentries\x18\x02 \x03(\v2\x14.cairn.wire.v1.EntryR\aentries\x128\n" +
