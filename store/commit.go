@@ -266,16 +266,24 @@ func (l *Log) commitLocked(batch []*op) ([]StoredEntry, error) {
 	l.st.commitOps.Add(uint64(len(batch)))
 	touched := map[*digestIndex]bool{}
 	for _, r := range b.recon {
-		x := r.mb.idx[r.set]
-		if x == nil {
-			continue
+		changed := true
+		if x := r.mb.idx[r.set]; x != nil {
+			if r.add {
+				changed = x.insert(r.d)
+			} else {
+				changed = x.remove(r.d)
+			}
+			touched[x] = true
 		}
-		if r.add {
-			x.insert(r.d)
-		} else {
-			x.remove(r.d)
+		if changed && r.mb.totalOK[r.set] {
+			var one wire.FingerprintAcc
+			one.Add(r.d)
+			if r.add {
+				r.mb.total[r.set].Merge(&one)
+			} else {
+				r.mb.total[r.set].Sub(&one)
+			}
 		}
-		touched[x] = true
 	}
 	for x := range touched {
 		old := x.bytes
@@ -1144,6 +1152,7 @@ func (b *batchCtx) doLoadIndex(o *op) error {
 	x.bytes = x.memBytes()
 	b.st.indexBytes.Add(x.bytes)
 	mb.idx[o.set] = x
+	mb.total[o.set], mb.totalOK[o.set] = x.rangeAcc(nil, nil), true
 	l.trackIndex(mb, o.set, x)
 	return nil
 }

@@ -145,6 +145,11 @@ type mbox struct {
 	kt         map[uint32]uint64 // known_through by oid (present = known origin)
 	lowLive    map[uint32]uint64 // hint: no live entry of oid below this seq
 	idx        [3]*digestIndex   // by Set; nil until loaded
+	// total[set] accumulates the whole set (Summary) once totalOK[set]:
+	// set when its index is first loaded, then kept up to date by every
+	// commit, also after the index is dropped for the budget.
+	total   [3]wire.FingerprintAcc
+	totalOK [3]bool
 }
 
 // OpenLog opens (or creates) a log.
@@ -1252,6 +1257,33 @@ func (l *Log) RangeFingerprint(mailbox wire.Mailbox, set Set, lower, upper []byt
 	var acc wire.FingerprintAcc
 	_, err := l.withIndex(mailbox, set, func(x *digestIndex) { acc = x.rangeAcc(lower, upper) })
 	return acc, err
+}
+
+// Summary returns the accumulators (fingerprint and count) of the whole
+// reconciliation sets of mailbox (SPEC.md §10.10, summaries): its live
+// entries and its tombstones. The first call for a mailbox loads its
+// indexes; from then on the totals are kept up to date by every commit,
+// also when the indexes are dropped to stay within LogOptions.IndexBudget,
+// so later calls cost no I/O. A mailbox the log holds nothing of has empty
+// sets.
+func (l *Log) Summary(mailbox wire.Mailbox) (entries, tombstones wire.FingerprintAcc, err error) {
+	out := [3]wire.FingerprintAcc{}
+	for _, set := range []Set{SetEntries, SetTombstones} {
+		l.mu.RLock()
+		mb := l.mboxes[mailbox]
+		ok := mb != nil && mb.totalOK[set]
+		if ok {
+			out[set] = mb.total[set]
+		}
+		l.mu.RUnlock()
+		if mb == nil || ok {
+			continue
+		}
+		if _, err := l.withIndex(mailbox, set, func(x *digestIndex) { out[set] = x.rangeAcc(nil, nil) }); err != nil {
+			return entries, tombstones, err
+		}
+	}
+	return out[SetEntries], out[SetTombstones], nil
 }
 
 // RangeItems lists the digests of the items of set in [lower, upper), in

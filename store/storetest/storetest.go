@@ -190,6 +190,7 @@ func RunLog(t *testing.T, o Opener) {
 		{"Import", testImport},
 		{"ImportTombstones", testImportTombstones},
 		{"Reconcile", testReconcile},
+		{"Summary", testSummary},
 		{"Concurrent", testConcurrent},
 		{"AppendMany", testAppendMany},
 		{"Persistence", testPersistence},
@@ -1318,4 +1319,103 @@ func testReadWhileAppending(t *testing.T, o Opener) {
 		}
 	}
 	t.Logf("%d syncs during the appends", syncs)
+}
+
+// testSummary: a mailbox's summary (the accumulators of its whole sets) is
+// kept up to date by appends, acks, imported tombstones and sweeps, also
+// while its index is dropped for the budget, and equals what a fresh load
+// from disk gives.
+func testSummary(t *testing.T, o Opener) {
+	e := newEnv(t, o, func(opts *store.LogOptions) { opts.IndexBudget = 1 }) // keeps one index at most
+	ctx := context.Background()
+	mbs := []wire.Mailbox{Mailbox(t), Mailbox(t), Mailbox(t)}
+	cids := map[wire.Mailbox][]wire.CID{}
+	for _, mb := range mbs {
+		for range 20 {
+			_, r := e.append(mb, 64)
+			cids[mb] = append(cids[mb], r.Receipt.CID)
+		}
+	}
+	type sum struct{ entries, tombstones wire.FingerprintAcc }
+	summary := func(mb wire.Mailbox) sum {
+		t.Helper()
+		en, tb, err := e.log.Summary(mb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum{en, tb}
+	}
+	for _, mb := range mbs {
+		if s := summary(mb); s.entries.Count() != 20 || s.tombstones.Count() != 0 {
+			t.Fatalf("summary after 20 appends: %d entries, %d tombstones", s.entries.Count(), s.tombstones.Count())
+		}
+	}
+	a := mbs[0]
+	// Load the other mailboxes' indexes: a's is dropped (budget), its
+	// totals stay.
+	for _, mb := range mbs[1:] {
+		if _, err := e.log.RangeFingerprint(mb, store.SetEntries, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		_, r := e.append(a, 64)
+		cids[a] = append(cids[a], r.Receipt.CID)
+	}
+	acked := cids[a][:3]
+	if res, err := e.log.Ack(ctx, a, acked, OwnerAcks(acked)); err != nil || res.Acked != 3 {
+		t.Fatalf("ack: %+v %v", res, err)
+	}
+	other := NewRelay(t)
+	unknown := wire.CIDOf([]byte("never stored here"))
+	ts := []store.Tombstone{{Mailbox: a, CID: unknown, Origin: other.ID, Seq: 1, Expiry: e.now() + 3600, OwnerAck: OwnerAcks([]wire.CID{unknown})[0]}}
+	if n, err := e.log.ImportTombstones(ctx, ts); err != nil || n != 1 {
+		t.Fatalf("import tombstone: %d %v", n, err)
+	}
+	kept := summary(a)
+	if kept.entries.Count() != 22 || kept.tombstones.Count() != 4 {
+		t.Fatalf("summary kept up to date: %d entries, %d tombstones; want 22, 4", kept.entries.Count(), kept.tombstones.Count())
+	}
+	// A fresh load of a's indexes from the records (a's were dropped
+	// again by loading the others'; with a persistent backend, after a
+	// reopen too) gives the same.
+	same := func(when string) {
+		t.Helper()
+		for _, mb := range mbs[1:] {
+			if _, err := e.log.RangeFingerprint(mb, store.SetTombstones, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var fresh sum
+		var err error
+		if fresh.entries, err = e.log.RangeFingerprint(a, store.SetEntries, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if fresh.tombstones, err = e.log.RangeFingerprint(a, store.SetTombstones, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if fresh.entries.Fingerprint() != kept.entries.Fingerprint() || fresh.tombstones.Fingerprint() != kept.tombstones.Fingerprint() {
+			t.Fatalf("%s: %d/%d entries, %d/%d tombstones: the fresh sets differ from the summary kept in memory",
+				when, fresh.entries.Count(), kept.entries.Count(), fresh.tombstones.Count(), kept.tombstones.Count())
+		}
+	}
+	same("index reloaded")
+	if o.Persistent {
+		e.reopen()
+		same("after reopen")
+	}
+	// Expiry empties both sets.
+	e.clock.Advance(store.DefaultTTL + time.Hour)
+	if _, err := e.log.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, mb := range mbs {
+		if s := summary(mb); s.entries.Count() != 0 || s.tombstones.Count() != 0 {
+			t.Fatalf("summary after expiry: %d entries, %d tombstones", s.entries.Count(), s.tombstones.Count())
+		}
+	}
+	// A mailbox the log never held has empty sets.
+	if s := summary(Mailbox(t)); s.entries.Count() != 0 || s.tombstones.Count() != 0 {
+		t.Fatal("summary of an unknown mailbox is not empty")
+	}
 }
