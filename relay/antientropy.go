@@ -18,18 +18,22 @@ import (
 )
 
 // Anti-entropy (SPEC.md §10.10). One goroutine runs passes; a pass
-// reconciles (mailbox, peer) pairs, one reconcile stream per peer carrying
-// all of that peer's mailboxes, up to maxPeerSessions peers at once. A pair
-// is due when:
-//   - the periodic pass (every AntiEntropyInterval) finds it was not
-//     reconciled, in either direction, for half an interval;
+// reconciles with peers, one reconcile stream per peer, up to
+// maxPeerSessions peers at once. A stream starts with a summary exchange
+// (one item per mailbox the two share, so that equal replicas cost one
+// range and its answer whatever the number of mailboxes), then reconciles
+// the mailboxes the summary found differing and those due on their own. A
+// peer gets a summary exchange when:
+//   - the periodic pass (every AntiEntropyInterval) runs;
 //   - the peer (re)connected (identified as a relay) or entered the
-//     routing table: every mailbox this relay holds and the peer replicates
-//     with it, whatever the last reconciliation — so a relay that joins
-//     closer to a mailbox is sent it by the replicas that notice it, and a
-//     restarted replica is brought up to date;
-//   - forwarding dropped something of the mailbox for the peer (a full
-//     queue, an unreachable peer, a refused request).
+//     routing table — so a relay that joins closer to a mailbox is sent it
+//     by the replicas that notice it, and a restarted replica is brought up
+//     to date;
+//   - a peer left the routing table (replica sets changed).
+//
+// A (mailbox, peer) pair is due on its own when forwarding dropped
+// something of the mailbox for the peer (a full queue, an unreachable peer,
+// a refused request), and while catching up.
 //
 // A relay reconciles only the mailboxes it is a current or recent replica
 // of (ReplicaGrace); a relay that fell out of a replica set keeps serving
@@ -64,7 +68,6 @@ type antiEntropy struct {
 	kicked  map[peer.ID]bool
 	full    bool
 	dirty   map[peer.ID]map[wire.Mailbox]bool
-	last    map[pairKey]time.Time
 	pending map[wire.Mailbox]bool // catching up
 
 	synced atomic.Bool
@@ -77,7 +80,6 @@ func newAntiEntropy(n *Node) *antiEntropy {
 		kick:   make(chan struct{}, 1),
 		kicked: make(map[peer.ID]bool),
 		dirty:  make(map[peer.ID]map[wire.Mailbox]bool),
-		last:   make(map[pairKey]time.Time),
 	}
 }
 
@@ -123,7 +125,6 @@ func (a *antiEntropy) markDirty(p peer.ID, mb wire.Mailbox) {
 func (a *antiEntropy) reconciled(mb wire.Mailbox, p peer.ID) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.last[pairKey{mb, p}] = time.Now()
 	if a.pending != nil && a.pending[mb] {
 		delete(a.pending, mb)
 		if len(a.pending) == 0 {
@@ -196,7 +197,6 @@ func (a *antiEntropy) run() {
 func (a *antiEntropy) pass(periodic bool) {
 	n := a.n
 	ctx := n.drainCtx
-	interval := n.cfg.AntiEntropyInterval
 	a.mu.Lock()
 	kicked, dirty, full := a.kicked, a.dirty, a.full || periodic
 	a.kicked, a.dirty, a.full = make(map[peer.ID]bool), make(map[peer.ID]map[wire.Mailbox]bool), false
@@ -211,6 +211,7 @@ func (a *antiEntropy) pass(periodic bool) {
 	}
 
 	work := make(map[peer.ID][]wire.Mailbox)
+	summarize := make(map[peer.ID]bool)
 	queued := make(map[pairKey]bool)
 	add := func(p peer.ID, mb wire.Mailbox) {
 		k := pairKey{mb, p}
@@ -219,8 +220,7 @@ func (a *antiEntropy) pass(periodic bool) {
 			work[p] = append(work[p], mb)
 		}
 	}
-	if full || len(kicked) > 0 {
-		now := time.Now()
+	if full || len(kicked) > 0 || len(pending) > 0 {
 		for info := range n.store.Mailboxes() {
 			mb := info.Mailbox
 			if info.Entries+info.Tombstones == 0 {
@@ -232,34 +232,24 @@ func (a *antiEntropy) pass(periodic bool) {
 			} else {
 				v = n.placer.cached(mb)
 			}
-			if !v.few && !v.isReplica(n.id) && !n.placer.recent(mb, n.id) {
-				a.caughtUp(mb) // not ours to replicate: nothing to catch up
-				continue
-			}
-			others := v.others(n.id)
-			// Replicas seen within ReplicaGrace that the view lost (a
-			// partition, a restart) are reconciled with too: they are the
-			// ones a split replica set heals with.
-			for _, p := range n.placer.recentReplicas(mb) {
-				if p != n.id && !slices.Contains(others, p) {
-					others = append(others, p)
-				}
-			}
+			others := n.reconcilePeers(mb, v)
 			if len(others) == 0 {
-				a.caughtUp(mb)
+				a.caughtUp(mb) // not ours to replicate, or no other replica: nothing to catch up
 				continue
 			}
-			a.mu.Lock()
 			for _, p := range others {
-				due := kicked[p] || pending[mb]
-				if !due && full {
-					due = now.Sub(a.last[pairKey{mb, p}]) >= interval/2
-				}
-				if due {
+				switch {
+				case pending[mb]:
+					// Catching up: each mailbox on its own, with the
+					// replica set looked up.
 					add(p, mb)
+				case full || kicked[p]:
+					// One summary exchange finds every mailbox that
+					// differs (SPEC.md §10.10); equal ones cost nothing
+					// more.
+					summarize[p] = true
 				}
 			}
-			a.mu.Unlock()
 		}
 	}
 	for p, mbs := range dirty {
@@ -267,12 +257,19 @@ func (a *antiEntropy) pass(periodic bool) {
 			add(p, mb)
 		}
 	}
-	if len(work) == 0 {
+	peers := make(map[peer.ID]bool, len(work)+len(summarize))
+	for p := range work {
+		peers[p] = true
+	}
+	for p := range summarize {
+		peers[p] = true
+	}
+	if len(peers) == 0 {
 		return
 	}
 	sem := make(chan struct{}, maxPeerSessions)
 	var wg sync.WaitGroup
-	for p, mbs := range work {
+	for p := range peers {
 		if ctx.Err() != nil {
 			break
 		}
@@ -280,11 +277,51 @@ func (a *antiEntropy) pass(periodic bool) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			a.session(ctx, p, mbs)
+			a.session(ctx, p, work[p], summarize[p])
 		}()
 	}
 	wg.Wait()
-	a.prune(2 * interval)
+}
+
+// reconcilePeers returns the peers this relay reconciles mb with, given its
+// view v of mb's replica set: none unless it replicates mb itself (a
+// current or recent replica); else the other replicas of v and those seen
+// within ReplicaGrace that v lost (a partition, a restart), which are the
+// ones a split replica set heals with.
+func (n *Node) reconcilePeers(mb wire.Mailbox, v *replicaView) []peer.ID {
+	if !v.few && !v.isReplica(n.id) && !n.placer.recent(mb, n.id) {
+		return nil
+	}
+	others := v.others(n.id)
+	for _, p := range n.placer.recentReplicas(mb) {
+		if p != n.id && !slices.Contains(others, p) {
+			others = append(others, p)
+		}
+	}
+	return others
+}
+
+// replicates says whether this relay replicates mb in its cached view (a
+// current or recent replica).
+func (n *Node) replicates(mb wire.Mailbox) bool {
+	v := n.placer.cached(mb)
+	return v.few || v.isReplica(n.id) || n.placer.recent(mb, n.id)
+}
+
+// sharedWith returns the mailboxes a summary exchange with p covers: those
+// this relay holds anything of and reconciles with p in its cached views
+// (SPEC.md §10.10).
+func (n *Node) sharedWith(p peer.ID) []wire.Mailbox {
+	var out []wire.Mailbox
+	for info := range n.store.Mailboxes() {
+		if info.Entries+info.Tombstones == 0 {
+			continue
+		}
+		if slices.Contains(n.reconcilePeers(info.Mailbox, n.placer.cached(info.Mailbox)), p) {
+			out = append(out, info.Mailbox)
+		}
+	}
+	return out
 }
 
 // redial connects to the bootstrap peers the relay is not connected to
@@ -312,12 +349,13 @@ func (a *antiEntropy) redial() {
 	wg.Wait()
 }
 
-// session reconciles mbs with p and marks what did not complete for the
-// next pass.
-func (a *antiEntropy) session(ctx context.Context, p peer.ID, mbs []wire.Mailbox) {
+// session reconciles with p — first a summary exchange, if summarize, then
+// mbs and the mailboxes the summary found differing — and marks what did
+// not complete for the next pass.
+func (a *antiEntropy) session(ctx context.Context, p peer.ID, mbs []wire.Mailbox, summarize bool) {
 	n := a.n
 	start := time.Now()
-	results, rs, err := n.reconcileWith(ctx, p, mbs)
+	mbs, results, rs, err := n.reconcileWith(ctx, p, mbs, summarize)
 	if rs != nil {
 		n.m.reconcileBytes.WithLabelValues("sent").Add(float64(rs.BytesSent()))
 		n.m.reconcileBytes.WithLabelValues("received").Add(float64(rs.BytesReceived()))
@@ -354,18 +392,6 @@ func (a *antiEntropy) caughtUp(mb wire.Mailbox) {
 		delete(a.pending, mb)
 		if len(a.pending) == 0 {
 			a.synced.Store(true)
-		}
-	}
-}
-
-// prune forgets reconciliation times older than age.
-func (a *antiEntropy) prune(age time.Duration) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	now := time.Now()
-	for k, t := range a.last {
-		if now.Sub(t) > age {
-			delete(a.last, k)
 		}
 	}
 }

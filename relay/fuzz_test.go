@@ -233,6 +233,10 @@ func fuzzSeeds() map[string][][]byte {
 				Want:   [][]byte{make([]byte, 32)}},
 				&pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: mb[:], Set: pb.ReconcileSet_RECONCILE_SET_TOMBSTONES, Done: true}),
 			frames(&pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: []byte{1, 2}}),
+			frames(&pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Set: pb.ReconcileSet_RECONCILE_SET_MAILBOXES,
+				Ranges: []*pb.Range{{Mode: pb.RangeMode_RANGE_MODE_IDS, Ids: [][]byte{make([]byte, 32)}}}, Mailboxes: [][]byte{mb[:]}},
+				&pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: mb[:], Set: pb.ReconcileSet_RECONCILE_SET_ENTRIES,
+					Ranges: []*pb.Range{{Mode: pb.RangeMode_RANGE_MODE_IDS}}}),
 		},
 		"FuzzRelayPrekeys": {
 			frames(&pb.PrekeyRequest{Kind: &pb.PrekeyRequest_Fetch{Fetch: &pb.PrekeyFetch{Mailbox: mb[:]}}}),

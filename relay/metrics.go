@@ -105,7 +105,7 @@ func newMetrics(stats func() store.Stats, replay func() float64, peers func() fl
 			Name: "cairn_relay_reconciled_total", Help: "Items received by anti-entropy, by outcome: received, duplicate, tombstone, refused_<STATUS>.",
 		}, []string{"result"}),
 		reconcileSessions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "cairn_relay_reconcile_sessions_total", Help: "Mailboxes reconciled with a replica, by role (initiated, answered).",
+			Name: "cairn_relay_reconcile_sessions_total", Help: "Mailboxes reconciled with a replica, by role (initiated, answered), and summary exchanges (summary_initiated, summary_answered).",
 		}, []string{"role"}),
 		reconcileBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cairn_relay_reconcile_bytes_total", Help: "Frame bytes of the reconcile streams this relay initiated, by direction.",

@@ -81,6 +81,8 @@ type Node struct {
 	verifier *wire.ReceiptVerifier
 	// ackVerifier checks the owner acks of replicated tombstones.
 	ackVerifier *wire.OwnerAckVerifier
+	// summaries limits the summary exchanges each peer starts here.
+	summaries summaryLimiter
 	// reconcileNoImport makes reconciliation count what it receives
 	// without storing it (the protocol benchmark keeps its difference).
 	reconcileNoImport bool

@@ -1,10 +1,13 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -47,6 +50,17 @@ const (
 	// reconcileItemBudget bounds the item bytes of one frame, leaving room
 	// for ranges and want within MaxEntryFrame.
 	reconcileItemBudget = rpc.MaxEntryFrame - (1 << 20)
+)
+
+// Summary exchanges (SPEC.md §10.10).
+const (
+	// maxSummaryMailboxes bounds the mailboxes one side sends in a summary
+	// exchange (the rest are found by a later pass, once these are
+	// reconciled); receiving more is a protocol violation.
+	maxSummaryMailboxes = 65536
+	// summaryMinInterval is the least time between two summary exchanges
+	// a relay answers for one peer (each costs a pass over its mailboxes).
+	summaryMinInterval = time.Second
 )
 
 // errReconcileProtocol is a peer breaking the turn rules.
@@ -146,15 +160,85 @@ type session struct {
 	exchanges     int // exchanges that ended normally
 	received      int // items received
 	sent          int // items sent
+	// sum is set on the session of a summary exchange (mb is then zero).
+	sum *summary
+}
+
+// summary is one side's state in a summary exchange (SPEC.md §10.10): its
+// items, each standing for one mailbox it shares with the peer, and the
+// mailboxes found to differ — those of the items it sent (the peer lacked
+// them) and those the peer sent.
+type summary struct {
+	set       *reconcile.Set
+	mailboxOf map[[32]byte]wire.Mailbox
+	diff      map[wire.Mailbox]bool
+	sent, got int // mailboxes sent and received
+}
+
+// summaryLimiter remembers when each peer last started a summary exchange
+// with this relay as responder.
+type summaryLimiter struct {
+	mu   sync.Mutex
+	last map[peer.ID]time.Time
+	min  time.Duration // 0: summaryMinInterval (tests change it)
+}
+
+// allow says whether p may start a summary exchange now.
+func (l *summaryLimiter) allow(p peer.ID, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil || len(l.last) > 4096 {
+		l.last = make(map[peer.ID]time.Time)
+	}
+	least := l.min
+	if least == 0 {
+		least = summaryMinInterval
+	}
+	if t, ok := l.last[p]; ok && now.Sub(t) < least {
+		return false
+	}
+	l.last[p] = now
+	return true
+}
+
+// summarySession builds this side's summary of the mailboxes it shares with
+// p: one item per mailbox it holds data of, replicates, and sees p replicate
+// (SPEC.md §10.10). It reads the replica sets from the cache (no lookup).
+func (n *Node) summarySession(p peer.ID) (*session, error) {
+	sum := &summary{mailboxOf: map[[32]byte]wire.Mailbox{}, diff: map[wire.Mailbox]bool{}}
+	var items []reconcile.Item
+	for _, mb := range n.sharedWith(p) {
+		en, tb, err := n.store.Summary(mb)
+		if err != nil {
+			return nil, fmt.Errorf("summary of %s: %w", mb, err)
+		}
+		d := wire.MailboxSummary(mb, &en, &tb)
+		sum.mailboxOf[d] = mb
+		items = append(items, d)
+	}
+	slices.SortFunc(items, func(a, b reconcile.Item) int { return bytes.Compare(a[:], b[:]) })
+	set, err := reconcile.NewSet(items, n.reconcileConfig())
+	if err != nil {
+		return nil, err
+	}
+	sum.set = set
+	return &session{n: n, peer: p, wanted: map[[32]byte]store.Set{}, sum: sum}, nil
+}
+
+// reconcileConfig is the engine's tuning from the relay's config.
+func (n *Node) reconcileConfig() reconcile.Config {
+	c := &n.cfg
+	return reconcile.Config{IDThreshold: c.ReconcileIDThreshold, Branching: c.ReconcileBranching,
+		MaxRanges: reconcile.DefaultConfig().MaxRanges, MaxIDs: reconcile.DefaultConfig().MaxIDs}
 }
 
 // exchange is one side of one (mailbox, set) exchange.
 type exchange struct {
 	s         *session
 	initiator bool
-	set       store.Set
+	set       store.Set // 0 in a summary exchange
 	pset      pb.ReconcileSet
-	src       *storeSource
+	src       reconcile.Source
 	cfg       reconcile.Config
 	rounds    int
 	preludes  int
@@ -164,14 +248,14 @@ type exchange struct {
 }
 
 func (s *session) exchange(set pb.ReconcileSet) *exchange {
-	st, _ := setOf(set)
-	c := &s.n.cfg
-	return &exchange{
-		s: s, set: st, pset: set,
-		src: &storeSource{st: s.n.store, mb: s.mb, set: st},
-		cfg: reconcile.Config{IDThreshold: c.ReconcileIDThreshold, Branching: c.ReconcileBranching,
-			MaxRanges: reconcile.DefaultConfig().MaxRanges, MaxIDs: reconcile.DefaultConfig().MaxIDs},
+	x := &exchange{s: s, pset: set, cfg: s.n.reconcileConfig()}
+	if s.sum != nil {
+		x.src = s.sum.set
+		return x
 	}
+	x.set, _ = setOf(set)
+	x.src = &storeSource{st: s.n.store, mb: s.mb, set: x.set}
+	return x
 }
 
 // initiate returns the initiator's first frame.
@@ -189,7 +273,19 @@ func (x *exchange) initiate() (*pb.ReconcileMessage, error) {
 }
 
 func (x *exchange) frame() *pb.ReconcileMessage {
-	return &pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: x.s.mb[:], Set: x.pset}
+	m := &pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Set: x.pset}
+	if x.s.sum == nil {
+		m.Mailbox = x.s.mb[:]
+	}
+	return m
+}
+
+// ownFrame says whether m belongs to this exchange.
+func (x *exchange) ownFrame(m *pb.ReconcileMessage) bool {
+	if x.s.sum != nil {
+		return len(m.Mailbox) == 0 && m.Set == x.pset
+	}
+	return string(m.Mailbox) == string(x.s.mb[:]) && m.Set == x.pset
 }
 
 // watermark adds this side's own known_through to its first turn frame of
@@ -220,7 +316,7 @@ type emitter interface {
 // through out, if it owes one. Errors are protocol violations (the stream
 // is reset), store failures or write failures.
 func (x *exchange) receive(ctx context.Context, m *pb.ReconcileMessage, out emitter) error {
-	if string(m.Mailbox) != string(x.s.mb[:]) || m.Set != x.pset {
+	if !x.ownFrame(m) {
 		return fmt.Errorf("%w: frame for another exchange", errReconcileProtocol)
 	}
 	if m.Status != pb.Status_STATUS_OK {
@@ -246,7 +342,7 @@ func (x *exchange) receive(ctx context.Context, m *pb.ReconcileMessage, out emit
 	if !work && !m.Done {
 		// A prelude: items only, more frames of this turn follow.
 		x.preludes++
-		if x.preludes > maxPreludes || len(m.Entries)+len(m.Tombstones) == 0 || len(m.Ranges) > 0 {
+		if x.preludes > maxPreludes || len(m.Entries)+len(m.Tombstones)+len(m.Mailboxes) == 0 || len(m.Ranges) > 0 {
 			return fmt.Errorf("%w: empty or excessive prelude", errReconcileProtocol)
 		}
 		return nil
@@ -304,7 +400,7 @@ func (x *exchange) answer(m *pb.ReconcileMessage, out emitter) error {
 	}
 	if last != nil {
 		if proto.Size(last)+proto.Size(final) < rpc.MaxEntryFrame-1024 {
-			final.Entries, final.Tombstones = last.Entries, last.Tombstones
+			final.Entries, final.Tombstones, final.Mailboxes = last.Entries, last.Tombstones, last.Mailboxes
 		} else if err := out.emit(last); err != nil {
 			return err
 		}
@@ -326,7 +422,7 @@ func (x *exchange) answer(m *pb.ReconcileMessage, out emitter) error {
 func (x *exchange) sendItems(ds [][32]byte, out emitter) (*pb.ReconcileMessage, error) {
 	cur, size := x.frame(), 0
 	flush := func() error {
-		if len(cur.Entries)+len(cur.Tombstones) == 0 {
+		if len(cur.Entries)+len(cur.Tombstones)+len(cur.Mailboxes) == 0 {
 			return nil
 		}
 		if err := out.emit(cur); err != nil {
@@ -337,6 +433,23 @@ func (x *exchange) sendItems(ds [][32]byte, out emitter) (*pb.ReconcileMessage, 
 	}
 	st := x.s.n.store
 	for _, d := range ds {
+		if sum := x.s.sum; sum != nil {
+			mb, ok := sum.mailboxOf[d]
+			if !ok || sum.sent == maxSummaryMailboxes {
+				continue // a want for an item this side does not have, or past the bound
+			}
+			sum.sent++
+			if size+48 > reconcileItemBudget || len(cur.Mailboxes) == reconcile.DefaultConfig().MaxIDs {
+				if err := flush(); err != nil {
+					return nil, err
+				}
+			}
+			sum.diff[mb] = true
+			cur.Mailboxes = append(cur.Mailboxes, mb[:])
+			size += 48
+			x.s.sent++
+			continue
+		}
 		c := wire.CIDFromDigest(d)
 		switch x.set {
 		case store.SetEntries:
@@ -378,7 +491,7 @@ func (x *exchange) sendItems(ds [][32]byte, out emitter) (*pb.ReconcileMessage, 
 		}
 		x.s.sent++
 	}
-	if len(cur.Entries)+len(cur.Tombstones) == 0 {
+	if len(cur.Entries)+len(cur.Tombstones)+len(cur.Mailboxes) == 0 {
 		return nil, nil
 	}
 	return cur, nil
@@ -388,8 +501,26 @@ func (x *exchange) sendItems(ds [][32]byte, out emitter) (*pb.ReconcileMessage, 
 func (x *exchange) storeItems(ctx context.Context, m *pb.ReconcileMessage) error {
 	s := x.s
 	n := s.n
-	if len(m.Entries) > 0 && x.set != store.SetEntries || len(m.Tombstones) > 0 && x.set != store.SetTombstones {
+	if len(m.Entries) > 0 && x.set != store.SetEntries || len(m.Tombstones) > 0 && x.set != store.SetTombstones ||
+		len(m.Mailboxes) > 0 && s.sum == nil {
 		return fmt.Errorf("%w: items of the other set", errReconcileProtocol)
+	}
+	if s.sum != nil {
+		if len(m.Mailboxes) > reconcile.DefaultConfig().MaxIDs {
+			return fmt.Errorf("%w: %d mailboxes in a frame", errReconcileProtocol, len(m.Mailboxes))
+		}
+		if s.sum.got += len(m.Mailboxes); s.sum.got > maxSummaryMailboxes {
+			return fmt.Errorf("%w: more than %d mailboxes in a summary exchange", errReconcileProtocol, maxSummaryMailboxes)
+		}
+		for _, b := range m.Mailboxes {
+			mb, err := wire.ParseMailbox(b)
+			if err != nil {
+				return fmt.Errorf("%w: summary: %v", errReconcileProtocol, err)
+			}
+			s.sum.diff[mb] = true
+		}
+		s.received += len(m.Mailboxes)
+		return nil
 	}
 	s.received += len(m.Entries) + len(m.Tombstones)
 	if n.reconcileNoImport {
@@ -539,7 +670,32 @@ func (n *Node) serveReconcile(in *inbound) {
 			_ = in.s.Reset()
 			return
 		}
-		if x == nil || x.ended {
+		if (x == nil || x.ended) && m.Set == pb.ReconcileSet_RECONCILE_SET_MAILBOXES {
+			// A new summary exchange.
+			key := [2]string{"", m.Set.String()}
+			if len(m.Mailbox) != 0 || seen[key] || m.Status != pb.Status_STATUS_OK || reconcile.Complete(m.Ranges) {
+				reset(fmt.Errorf("bad start of a summary exchange"))
+				return
+			}
+			seen[key] = true
+			if !n.summaries.allow(in.peer, time.Now()) {
+				n.m.reject("reconcile", pb.Status_STATUS_BUSY)
+				if err := f.Write(&pb.ReconcileMessage{Status: pb.Status_STATUS_BUSY, Set: m.Set,
+					Detail: "a summary exchange at most once a second"}, n.cfg.WriteTimeout); err != nil {
+					_ = in.s.Reset()
+					return
+				}
+				closeStream(in.s)
+				return
+			}
+			s, err := n.summarySession(in.peer)
+			if err != nil {
+				in.log.Debug("summary", "err", err)
+				_ = in.s.Reset()
+				return
+			}
+			x = s.exchange(m.Set)
+		} else if x == nil || x.ended {
 			// A new exchange.
 			mb, err := wire.ParseMailbox(m.Mailbox)
 			_, okSet := setOf(m.Set)
@@ -617,6 +773,10 @@ func (n *Node) exchangeEnded(ctx context.Context, x *exchange, initiator bool) {
 		return
 	}
 	s.exchanges++
+	if s.sum != nil {
+		n.m.reconcileSessions.WithLabelValues(map[bool]string{true: "summary_initiated", false: "summary_answered"}[initiator]).Inc()
+		return
+	}
 	if x.set == store.SetTombstones {
 		s.finish(ctx)
 		n.ae.reconciled(s.mb, s.peer)
@@ -634,15 +794,32 @@ type reconcileResult struct {
 }
 
 // reconcileWith reconciles mailboxes with peer over one stream, as the
-// initiator, and returns one result per mailbox; err is set if the stream
-// failed (the mailboxes after the failure are not done). The stream is
-// returned for its byte counters.
-func (n *Node) reconcileWith(ctx context.Context, p peer.ID, mbs []wire.Mailbox) ([]reconcileResult, *rpc.ReconcileStream, error) {
-	out := make([]reconcileResult, len(mbs))
+// initiator: with summarize, first a summary exchange, whose differing
+// mailboxes (those this relay replicates) join mbs, and whose equal ones
+// count as reconciled; then mbs one by one. It returns the mailboxes and
+// one result for each; err is set if the stream failed (the mailboxes after
+// the failure are not done). The stream is returned for its byte counters.
+func (n *Node) reconcileWith(ctx context.Context, p peer.ID, mbs []wire.Mailbox, summarize bool) ([]wire.Mailbox, []reconcileResult, *rpc.ReconcileStream, error) {
 	rs, err := n.rpc.OpenReconcile(ctx, p)
 	if err != nil {
-		return out, nil, err
+		return mbs, make([]reconcileResult, len(mbs)), nil, err
 	}
+	if summarize {
+		s, err := n.summarySession(p)
+		if err == nil {
+			x := s.exchange(pb.ReconcileSet_RECONCILE_SET_MAILBOXES)
+			err = n.runExchange(ctx, rs, x)
+			if err == nil {
+				n.exchangeEnded(ctx, x, true)
+			}
+		}
+		if err != nil {
+			rs.Reset()
+			return mbs, make([]reconcileResult, len(mbs)), rs, err
+		}
+		mbs = n.afterSummary(p, s.sum, mbs)
+	}
+	out := make([]reconcileResult, len(mbs))
 	for i, mb := range mbs {
 		st, v := n.placer.standingOf(ctx, mb, p)
 		s := &session{n: n, peer: p, mb: mb, view: v, peerCurrent: st == currentReplica, wanted: map[[32]byte]store.Set{}}
@@ -650,7 +827,7 @@ func (n *Node) reconcileWith(ctx context.Context, p peer.ID, mbs []wire.Mailbox)
 			x := s.exchange(set)
 			if err := n.runExchange(ctx, rs, x); err != nil {
 				rs.Reset()
-				return out, rs, err
+				return mbs, out, rs, err
 			}
 			out[i].frames += x.rounds
 			if x.refused != nil {
@@ -664,9 +841,33 @@ func (n *Node) reconcileWith(ctx context.Context, p peer.ID, mbs []wire.Mailbox)
 		out[i].received, out[i].sent = s.received, s.sent
 	}
 	if err := rs.Close(); err != nil {
-		return out, rs, err
+		return mbs, out, rs, err
 	}
-	return out, rs, nil
+	return mbs, out, rs, nil
+}
+
+// afterSummary takes the outcome of a summary exchange with p: the
+// mailboxes this side summarised that do not differ are reconciled with p;
+// those that differ and that this relay replicates are appended to mbs
+// (once).
+func (n *Node) afterSummary(p peer.ID, sum *summary, mbs []wire.Mailbox) []wire.Mailbox {
+	for _, mb := range sum.mailboxOf {
+		if !sum.diff[mb] {
+			n.ae.reconciled(mb, p)
+		}
+	}
+	queued := make(map[wire.Mailbox]bool, len(mbs))
+	for _, mb := range mbs {
+		queued[mb] = true
+	}
+	for mb := range sum.diff {
+		if queued[mb] || !n.replicates(mb) {
+			continue
+		}
+		queued[mb] = true
+		mbs = append(mbs, mb)
+	}
+	return mbs
 }
 
 // runExchange drives one exchange as the initiator.

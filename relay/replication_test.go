@@ -883,7 +883,7 @@ func TestReplicationReconcileBandwidth(t *testing.T) {
 	}
 	waitFor(t, "replicated", func() bool { info, _ := b.Store().Mailbox(mb); return info.Entries == 5000 })
 	measure := func() (int64, reconcileResult) {
-		res, rs, err := a.reconcileWith(ctxT(t), b.ID(), []wire.Mailbox{mb})
+		_, res, rs, err := a.reconcileWith(ctxT(t), b.ID(), []wire.Mailbox{mb}, false)
 		if err != nil || !res[0].done {
 			t.Fatalf("reconcile: %v %+v", err, res[0])
 		}
@@ -914,6 +914,90 @@ func TestReplicationReconcileBandwidth(t *testing.T) {
 		t.Fatalf("10 differing in 5,000: %d bytes in %d frames", diff, r.frames)
 	}
 	t.Logf("equal: %d bytes; 10 differing: %d bytes, %d frames", equal, diff, r.frames)
+}
+
+// TestReplicationSummaryBandwidth: a summary exchange (SPEC.md §10.10)
+// between two replicas of 300 equal mailboxes costs a few hundred bytes and
+// reconciles no mailbox, where reconciling each costs about 240 bytes; with
+// one mailbox differing it finds exactly that one, which is then
+// reconciled.
+func TestReplicationSummaryBandwidth(t *testing.T) {
+	nodes := startCluster(t, 2, func(_ int, c *Config) { c.AntiEntropyInterval = time.Hour })
+	a, b := nodes[0], nodes[1]
+	const mailboxes = 300
+	mbs := make([]wire.Mailbox, mailboxes)
+	for i := range mbs {
+		_, mbs[i] = mailboxKey(t)
+		deps := make([]store.Deposit, 5)
+		for j := range deps {
+			deps[j] = store.Deposit{Envelope: envelope(t, mbs[i], 100, 0, uint64(10*i+j))}
+		}
+		for _, r := range a.Store().AppendMany(ctxT(t), deps) {
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+		}
+	}
+	waitFor(t, "replicated", func() bool {
+		for _, mb := range mbs {
+			if info, _ := b.Store().Mailbox(mb); info.Entries != 5 {
+				return false
+			}
+		}
+		return true
+	})
+	// Per mailbox, for comparison.
+	_, res, rs, err := a.reconcileWith(ctxT(t), b.ID(), mbs, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perMailbox := rs.BytesSent() + rs.BytesReceived()
+	for i, r := range res {
+		if !r.done || r.received+r.sent != 0 {
+			t.Fatalf("mailbox %d: %+v", i, r)
+		}
+	}
+	summary := func() ([]wire.Mailbox, []reconcileResult, int64) {
+		t.Helper()
+		b.summaries.mu.Lock()
+		b.summaries.last = nil // b answers one summary a second per peer
+		b.summaries.mu.Unlock()
+		got, res, rs, err := a.reconcileWith(ctxT(t), b.ID(), nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got, res, rs.BytesSent() + rs.BytesReceived()
+	}
+	got, _, equal := summary()
+	if len(got) != 0 || equal > 1024 {
+		t.Fatalf("summary of %d equal mailboxes: %d bytes, %d mailboxes to reconcile", mailboxes, equal, len(got))
+	}
+	// One entry of a third origin, imported at b only (imports are not
+	// forwarded): only its mailbox differs.
+	a.reconcileNoImport = true
+	target := mbs[123]
+	e := forge(t, newIdentity(t), envelope(t, target, 100, 0, 99999), 1)
+	stamp, _ := wire.ParseSignedReceipt(e.Stamp)
+	if _, err := b.Store().Import(ctxT(t), e.Envelope, stamp); err != nil {
+		t.Fatal(err)
+	}
+	got, res, diff := summary()
+	if len(got) != 1 || got[0] != target || !res[0].done || res[0].received != 1 {
+		t.Fatalf("summary with one mailbox differing: reconciled %v (want %s), results %+v", got, target, res)
+	}
+	// (a refuses to store it: its origin is no replica; the summary's job
+	// was to find the mailbox.)
+	t.Logf("%d equal mailboxes: %d bytes per mailbox, %d bytes by summary; one differing: %d bytes in all",
+		mailboxes, perMailbox, equal, diff)
+	// A second summary within the limiter's interval (a second; here an
+	// hour, so that a slow machine cannot make the test pass) is refused
+	// (each costs the responder a pass over its mailboxes).
+	b.summaries.mu.Lock()
+	b.summaries.min = time.Hour
+	b.summaries.mu.Unlock()
+	if _, _, _, err := a.reconcileWith(ctxT(t), b.ID(), nil, true); !errors.Is(err, wire.ErrBusy) {
+		t.Fatalf("second summary within a second: %v, want BUSY", err)
+	}
 }
 
 // TestReplicationJoinLargeMailbox: a relay that joins a relay holding a

@@ -209,6 +209,7 @@ func TestWireLabelsAndProtocols(t *testing.T) {
 		LabelPostage:     "cairn/v1/postage",
 		LabelInvite:      "cairn/v1/invite",
 		LabelFingerprint: "cairn/v1/fp",
+		LabelSummary:     "cairn/v1/summary",
 	} {
 		if label != want {
 			t.Errorf("label %q, SPEC.md says %q", label, want)

@@ -64,3 +64,19 @@ func (a *FingerprintAcc) Sub(b *FingerprintAcc) {
 	}
 	a.count -= b.count
 }
+
+// MailboxSummary returns the summary item of a mailbox for a summary
+// exchange (SPEC.md §10.10): SHA-256("cairn/v1/summary" ‖ 0x00 ‖ mailbox ‖
+// fingerprint(entries) ‖ u64(count(entries)) ‖ fingerprint(tombstones) ‖
+// u64(count(tombstones))). Two replicas give the same item for a mailbox
+// exactly when they hold the same sets of it (up to SHA-256 collisions).
+func MailboxSummary(mailbox Mailbox, entries, tombstones *FingerprintAcc) [32]byte {
+	b := labelled(LabelSummary)
+	b = append(b, mailbox[:]...)
+	for _, a := range []*FingerprintAcc{entries, tombstones} {
+		fp := a.Fingerprint()
+		b = append(b, fp[:]...)
+		b = binary.BigEndian.AppendUint64(b, a.count)
+	}
+	return sha256.Sum256(b)
+}

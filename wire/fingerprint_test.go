@@ -168,3 +168,25 @@ func TestFingerprintSub(t *testing.T) {
 		t.Fatal("a range minus itself is not empty")
 	}
 }
+
+func TestMailboxSummaryLayout(t *testing.T) {
+	var en, tb FingerprintAcc
+	en.Add([32]byte{1})
+	en.Add([32]byte{2})
+	tb.Add([32]byte{3})
+	fe, ft := en.Fingerprint(), tb.Fingerprint()
+	want := sha(cat([]byte("cairn/v1/summary\x00"), fixtureMailbox[:], fe[:], unhex("0000000000000002"), ft[:], unhex("0000000000000001")))
+	got := MailboxSummary(fixtureMailbox, &en, &tb)
+	if string(got[:]) != string(want) {
+		t.Fatalf("MailboxSummary = %x, SPEC.md §10.10 gives %x", got, want)
+	}
+	// Another mailbox, or the same items in the other set, is another item.
+	other := MailboxOf(make([]byte, 32))
+	if MailboxSummary(other, &en, &tb) == got || MailboxSummary(fixtureMailbox, &tb, &en) == got {
+		t.Fatal("summary does not depend on the mailbox or on which set holds the items")
+	}
+	var empty FingerprintAcc
+	if MailboxSummary(fixtureMailbox, &empty, &empty) == MailboxSummary(other, &empty, &empty) {
+		t.Fatal("empty sets of two mailboxes give one summary")
+	}
+}

@@ -10,6 +10,7 @@ const (
 	LabelPostage     = "cairn/v1/postage"
 	LabelInvite      = "cairn/v1/invite"
 	LabelFingerprint = "cairn/v1/fp"
+	LabelSummary     = "cairn/v1/summary"
 )
 
 // labelled returns label ‖ 0x00, ready to be followed by data.

@@ -6,6 +6,7 @@ import (
 	crand "crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -300,6 +301,12 @@ func TestHostileMalformedFrames(t *testing.T) {
 		{name: "reconcile/bad-ranges", proto: wire.ProtocolReconcile, resp: rec, reset: true,
 			raw: Frame(&pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: mb[:], Set: pb.ReconcileSet_RECONCILE_SET_ENTRIES,
 				Ranges: []*pb.Range{{Upper: []byte{9}, Mode: pb.RangeMode_RANGE_MODE_SKIP}, {Upper: []byte{3}, Mode: pb.RangeMode_RANGE_MODE_SKIP}}})},
+		{name: "reconcile/summary-naming-a-mailbox", proto: wire.ProtocolReconcile, resp: rec, reset: true,
+			raw: Frame(&pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: mb[:], Set: pb.ReconcileSet_RECONCILE_SET_MAILBOXES,
+				Ranges: []*pb.Range{{Mode: pb.RangeMode_RANGE_MODE_IDS}}})},
+		{name: "reconcile/summary-too-many-mailboxes", proto: wire.ProtocolReconcile, resp: rec, reset: true,
+			raw: Frame(&pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Set: pb.ReconcileSet_RECONCILE_SET_MAILBOXES,
+				Ranges: []*pb.Range{{Mode: pb.RangeMode_RANGE_MODE_IDS}}, Mailboxes: slices.Repeat([][]byte{mb[:]}, 65537)})},
 		{name: "reconcile/stranger", proto: wire.ProtocolReconcile, resp: rec, want: pb.Status_STATUS_NOT_REPLICA,
 			raw: Frame(&pb.ReconcileMessage{Status: pb.Status_STATUS_OK, Mailbox: mb[:], Set: pb.ReconcileSet_RECONCILE_SET_ENTRIES,
 				Ranges: []*pb.Range{{Mode: pb.RangeMode_RANGE_MODE_IDS}}})},

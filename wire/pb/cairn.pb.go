@@ -184,6 +184,8 @@ type ReconcileSet int32
 const (
 	ReconcileSet_RECONCILE_SET_ENTRIES    ReconcileSet = 0
 	ReconcileSet_RECONCILE_SET_TOMBSTONES ReconcileSet = 1
+	// A summary exchange: items are mailbox summaries (SPEC.md §10.10).
+	ReconcileSet_RECONCILE_SET_MAILBOXES ReconcileSet = 2
 )
 
 // Enum value maps for ReconcileSet.
@@ -191,10 +193,12 @@ var (
 	ReconcileSet_name = map[int32]string{
 		0: "RECONCILE_SET_ENTRIES",
 		1: "RECONCILE_SET_TOMBSTONES",
+		2: "RECONCILE_SET_MAILBOXES",
 	}
 	ReconcileSet_value = map[string]int32{
 		"RECONCILE_SET_ENTRIES":    0,
 		"RECONCILE_SET_TOMBSTONES": 1,
+		"RECONCILE_SET_MAILBOXES":  2,
 	}
 )
 
@@ -1837,17 +1841,19 @@ func (x *Range) GetIds() [][]byte {
 }
 
 type ReconcileMessage struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Status        Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=cairn.wire.v1.Status" json:"status,omitempty"`
-	Mailbox       []byte                 `protobuf:"bytes,2,opt,name=mailbox,proto3" json:"mailbox,omitempty"`
-	Set           ReconcileSet           `protobuf:"varint,3,opt,name=set,proto3,enum=cairn.wire.v1.ReconcileSet" json:"set,omitempty"`
-	Ranges        []*Range               `protobuf:"bytes,4,rep,name=ranges,proto3" json:"ranges,omitempty"`
-	Want          [][]byte               `protobuf:"bytes,5,rep,name=want,proto3" json:"want,omitempty"`
-	Entries       []*Entry               `protobuf:"bytes,6,rep,name=entries,proto3" json:"entries,omitempty"`
-	Tombstones    []*Tombstone           `protobuf:"bytes,7,rep,name=tombstones,proto3" json:"tombstones,omitempty"`
-	Watermarks    []*Position            `protobuf:"bytes,8,rep,name=watermarks,proto3" json:"watermarks,omitempty"`
-	Done          bool                   `protobuf:"varint,9,opt,name=done,proto3" json:"done,omitempty"`
-	Detail        string                 `protobuf:"bytes,10,opt,name=detail,proto3" json:"detail,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Status     Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=cairn.wire.v1.Status" json:"status,omitempty"`
+	Mailbox    []byte                 `protobuf:"bytes,2,opt,name=mailbox,proto3" json:"mailbox,omitempty"`
+	Set        ReconcileSet           `protobuf:"varint,3,opt,name=set,proto3,enum=cairn.wire.v1.ReconcileSet" json:"set,omitempty"`
+	Ranges     []*Range               `protobuf:"bytes,4,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	Want       [][]byte               `protobuf:"bytes,5,rep,name=want,proto3" json:"want,omitempty"`
+	Entries    []*Entry               `protobuf:"bytes,6,rep,name=entries,proto3" json:"entries,omitempty"`
+	Tombstones []*Tombstone           `protobuf:"bytes,7,rep,name=tombstones,proto3" json:"tombstones,omitempty"`
+	Watermarks []*Position            `protobuf:"bytes,8,rep,name=watermarks,proto3" json:"watermarks,omitempty"`
+	Done       bool                   `protobuf:"varint,9,opt,name=done,proto3" json:"done,omitempty"`
+	Detail     string                 `protobuf:"bytes,10,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The mailboxes whose summaries the sender sends (a MAILBOXES exchange).
+	Mailboxes     [][]byte `protobuf:"bytes,11,rep,name=mailboxes,proto3" json:"mailboxes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1950,6 +1956,13 @@ func (x *ReconcileMessage) GetDetail() string {
 		return x.Detail
 	}
 	return ""
+}
+
+func (x *ReconcileMessage) GetMailboxes() [][]byte {
+	if x != nil {
+		return x.Mailboxes
+	}
+	return nil
 }
 
 var File_cairn_proto protoreflect.FileDescriptor
@@ -2071,7 +2084,7 @@ const file_cairn_proto_rawDesc = "" +
 	"\x04mode\x18\x02 \x01(\x0e2\x18.cairn.wire.v1.RangeModeR\x04mode\x12 \n" +
 	"\vfingerprint\x18\x03 \x01(\fR\vfingerprint\x12\x14\n" +
 	"\x05count\x18\x04 \x01(\x04R\x05count\x12\x10\n" +
-	"\x03ids\x18\x05 \x03(\fR\x03ids\"\x9b\x03\n" +
+	"\x03ids\x18\x05 \x03(\fR\x03ids\"\xb9\x03\n" +
 	"\x10ReconcileMessage\x12-\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x15.cairn.wire.v1.StatusR\x06status\x12\x18\n" +
 	"\amailbox\x18\x02 \x01(\fR\amailbox\x12-\n" +
@@ -2087,7 +2100,8 @@ const file_cairn_proto_rawDesc = "" +
 	"watermarks\x12\x12\n" +
 	"\x04done\x18\t \x01(\bR\x04done\x12\x16\n" +
 	"\x06detail\x18\n" +
-	" \x01(\tR\x06detail*\xd4\x03\n" +
+	" \x01(\tR\x06detail\x12\x1c\n" +
+	"\tmailboxes\x18\v \x03(\fR\tmailboxes*\xd4\x03\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tSTATUS_OK\x10\x01\x12\x14\n" +
@@ -2114,10 +2128,11 @@ const file_cairn_proto_rawDesc = "" +
 	"\x13ENTRY_STATE_UNKNOWN\x10\x00\x12\x16\n" +
 	"\x12ENTRY_STATE_STORED\x10\x01\x12\x15\n" +
 	"\x11ENTRY_STATE_ACKED\x10\x02\x12\x17\n" +
-	"\x13ENTRY_STATE_EXPIRED\x10\x03*G\n" +
+	"\x13ENTRY_STATE_EXPIRED\x10\x03*d\n" +
 	"\fReconcileSet\x12\x19\n" +
 	"\x15RECONCILE_SET_ENTRIES\x10\x00\x12\x1c\n" +
-	"\x18RECONCILE_SET_TOMBSTONES\x10\x01*P\n" +
+	"\x18RECONCILE_SET_TOMBSTONES\x10\x01\x12\x1b\n" +
+	"\x17RECONCILE_SET_MAILBOXES\x10\x02*P\n" +
 	"\tRangeMode\x12\x13\n" +
 	"\x0fRANGE_MODE_SKIP\x10\x00\x12\x1a\n" +
 	"\x16RANGE_MODE_FINGERPRINT\x10\x01\x12\x12\n" +
