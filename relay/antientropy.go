@@ -212,6 +212,7 @@ func (a *antiEntropy) pass(periodic bool) {
 
 	work := make(map[peer.ID][]wire.Mailbox)
 	summarize := make(map[peer.ID]bool)
+	shared := make(map[peer.ID][]wire.Mailbox) // what a summary with each peer covers
 	queued := make(map[pairKey]bool)
 	add := func(p peer.ID, mb wire.Mailbox) {
 		k := pairKey{mb, p}
@@ -238,6 +239,7 @@ func (a *antiEntropy) pass(periodic bool) {
 				continue
 			}
 			for _, p := range others {
+				shared[p] = append(shared[p], mb)
 				switch {
 				case pending[mb]:
 					// Catching up: each mailbox on its own, with the
@@ -277,7 +279,14 @@ func (a *antiEntropy) pass(periodic bool) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			a.session(ctx, p, work[p], summarize[p])
+			var sum []wire.Mailbox
+			if summarize[p] {
+				sum = shared[p]
+				if sum == nil {
+					sum = []wire.Mailbox{}
+				}
+			}
+			a.session(ctx, p, work[p], sum)
 		}()
 	}
 	wg.Wait()
@@ -349,13 +358,13 @@ func (a *antiEntropy) redial() {
 	wg.Wait()
 }
 
-// session reconciles with p — first a summary exchange, if summarize, then
-// mbs and the mailboxes the summary found differing — and marks what did
-// not complete for the next pass.
-func (a *antiEntropy) session(ctx context.Context, p peer.ID, mbs []wire.Mailbox, summarize bool) {
+// session reconciles with p — first a summary exchange over shared, if it
+// is not nil, then mbs and the mailboxes the summary found differing — and
+// marks what did not complete for the next pass.
+func (a *antiEntropy) session(ctx context.Context, p peer.ID, mbs, shared []wire.Mailbox) {
 	n := a.n
 	start := time.Now()
-	mbs, results, rs, err := n.reconcileWith(ctx, p, mbs, summarize)
+	mbs, results, rs, err := n.reconcileWith(ctx, p, mbs, shared)
 	if rs != nil {
 		n.m.reconcileBytes.WithLabelValues("sent").Add(float64(rs.BytesSent()))
 		n.m.reconcileBytes.WithLabelValues("received").Add(float64(rs.BytesReceived()))

@@ -202,12 +202,15 @@ func (l *summaryLimiter) allow(p peer.ID, now time.Time) bool {
 }
 
 // summarySession builds this side's summary of the mailboxes it shares with
-// p: one item per mailbox it holds data of, replicates, and sees p replicate
-// (SPEC.md §10.10). It reads the replica sets from the cache (no lookup).
-func (n *Node) summarySession(p peer.ID) (*session, error) {
+// p (SPEC.md §10.10), one item per mailbox: those of shared, or if shared
+// is nil those sharedWith(p) finds.
+func (n *Node) summarySession(p peer.ID, shared []wire.Mailbox) (*session, error) {
+	if shared == nil {
+		shared = n.sharedWith(p)
+	}
 	sum := &summary{mailboxOf: map[[32]byte]wire.Mailbox{}, diff: map[wire.Mailbox]bool{}}
 	var items []reconcile.Item
-	for _, mb := range n.sharedWith(p) {
+	for _, mb := range shared {
 		en, tb, err := n.store.Summary(mb)
 		if err != nil {
 			return nil, fmt.Errorf("summary of %s: %w", mb, err)
@@ -688,7 +691,7 @@ func (n *Node) serveReconcile(in *inbound) {
 				closeStream(in.s)
 				return
 			}
-			s, err := n.summarySession(in.peer)
+			s, err := n.summarySession(in.peer, nil)
 			if err != nil {
 				in.log.Debug("summary", "err", err)
 				_ = in.s.Reset()
@@ -794,18 +797,19 @@ type reconcileResult struct {
 }
 
 // reconcileWith reconciles mailboxes with peer over one stream, as the
-// initiator: with summarize, first a summary exchange, whose differing
-// mailboxes (those this relay replicates) join mbs, and whose equal ones
-// count as reconciled; then mbs one by one. It returns the mailboxes and
+// initiator: if shared is not nil, first a summary exchange over those
+// mailboxes (see sharedWith), whose differing mailboxes (those this relay
+// replicates) join mbs, and whose equal ones count as reconciled; then mbs
+// one by one. It returns the mailboxes and
 // one result for each; err is set if the stream failed (the mailboxes after
 // the failure are not done). The stream is returned for its byte counters.
-func (n *Node) reconcileWith(ctx context.Context, p peer.ID, mbs []wire.Mailbox, summarize bool) ([]wire.Mailbox, []reconcileResult, *rpc.ReconcileStream, error) {
+func (n *Node) reconcileWith(ctx context.Context, p peer.ID, mbs, shared []wire.Mailbox) ([]wire.Mailbox, []reconcileResult, *rpc.ReconcileStream, error) {
 	rs, err := n.rpc.OpenReconcile(ctx, p)
 	if err != nil {
 		return mbs, make([]reconcileResult, len(mbs)), nil, err
 	}
-	if summarize {
-		s, err := n.summarySession(p)
+	if shared != nil {
+		s, err := n.summarySession(p, shared)
 		if err == nil {
 			x := s.exchange(pb.ReconcileSet_RECONCILE_SET_MAILBOXES)
 			err = n.runExchange(ctx, rs, x)

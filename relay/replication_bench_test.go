@@ -313,7 +313,7 @@ func BenchmarkReconcileProtocol(b *testing.B) {
 	connectAll(b, nodes)
 	var bytes, frames, items int64
 	for b.Loop() {
-		_, res, rs, err := a.reconcileWith(ctx, o.ID(), []wire.Mailbox{mb}, false)
+		_, res, rs, err := a.reconcileWith(ctx, o.ID(), []wire.Mailbox{mb}, nil)
 		if err != nil || !res[0].done {
 			b.Fatalf("reconcile: %v %+v", err, res[0])
 		}

@@ -883,7 +883,7 @@ func TestReplicationReconcileBandwidth(t *testing.T) {
 	}
 	waitFor(t, "replicated", func() bool { info, _ := b.Store().Mailbox(mb); return info.Entries == 5000 })
 	measure := func() (int64, reconcileResult) {
-		_, res, rs, err := a.reconcileWith(ctxT(t), b.ID(), []wire.Mailbox{mb}, false)
+		_, res, rs, err := a.reconcileWith(ctxT(t), b.ID(), []wire.Mailbox{mb}, nil)
 		if err != nil || !res[0].done {
 			t.Fatalf("reconcile: %v %+v", err, res[0])
 		}
@@ -947,7 +947,7 @@ func TestReplicationSummaryBandwidth(t *testing.T) {
 		return true
 	})
 	// Per mailbox, for comparison.
-	_, res, rs, err := a.reconcileWith(ctxT(t), b.ID(), mbs, false)
+	_, res, rs, err := a.reconcileWith(ctxT(t), b.ID(), mbs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -962,11 +962,14 @@ func TestReplicationSummaryBandwidth(t *testing.T) {
 		b.summaries.mu.Lock()
 		b.summaries.last = nil // b answers one summary a second per peer
 		b.summaries.mu.Unlock()
-		got, res, rs, err := a.reconcileWith(ctxT(t), b.ID(), nil, true)
+		got, res, rs, err := a.reconcileWith(ctxT(t), b.ID(), nil, a.sharedWith(b.ID()))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return got, res, rs.BytesSent() + rs.BytesReceived()
+	}
+	if n, m := len(a.sharedWith(b.ID())), len(b.sharedWith(a.ID())); n != mailboxes || m != mailboxes {
+		t.Fatalf("the summaries cover %d and %d mailboxes, want %d", n, m, mailboxes)
 	}
 	got, _, equal := summary()
 	if len(got) != 0 || equal > 1024 {
@@ -995,7 +998,7 @@ func TestReplicationSummaryBandwidth(t *testing.T) {
 	b.summaries.mu.Lock()
 	b.summaries.min = time.Hour
 	b.summaries.mu.Unlock()
-	if _, _, _, err := a.reconcileWith(ctxT(t), b.ID(), nil, true); !errors.Is(err, wire.ErrBusy) {
+	if _, _, _, err := a.reconcileWith(ctxT(t), b.ID(), nil, a.sharedWith(b.ID())); !errors.Is(err, wire.ErrBusy) {
 		t.Fatalf("second summary within a second: %v, want BUSY", err)
 	}
 }
