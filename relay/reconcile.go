@@ -800,9 +800,9 @@ type reconcileResult struct {
 // initiator: if shared is not nil, first a summary exchange over those
 // mailboxes (see sharedWith), whose differing mailboxes (those this relay
 // replicates) join mbs, and whose equal ones count as reconciled; then mbs
-// one by one. It returns the mailboxes and
-// one result for each; err is set if the stream failed (the mailboxes after
-// the failure are not done). The stream is returned for its byte counters.
+// one by one. It returns the mailboxes and one result for each; err is set
+// if the stream failed (the mailboxes after the failure are not done). The
+// stream is returned for its byte counters.
 func (n *Node) reconcileWith(ctx context.Context, p peer.ID, mbs, shared []wire.Mailbox) ([]wire.Mailbox, []reconcileResult, *rpc.ReconcileStream, error) {
 	rs, err := n.rpc.OpenReconcile(ctx, p)
 	if err != nil {
