@@ -97,7 +97,7 @@ func (r *replicator) stored(e store.StoredEntry) {
 func (r *replicator) tombstoned(ts []store.Tombstone) {
 	for _, t := range ts {
 		v := r.n.placer.cached(t.Mailbox)
-		it := fwdItem{mb: t.Mailbox, cid: t.CID, tomb: tombstoneToPB(t), size: 128 + len(t.OwnerAck)}
+		it := fwdItem{mb: t.Mailbox, cid: t.CID, tomb: tombstoneToPB(t), size: 128 + len(t.OwnerAck) + len(t.Stamp)}
 		for _, p := range v.others(r.n.id) {
 			r.enqueue(p, it)
 		}
@@ -105,7 +105,7 @@ func (r *replicator) tombstoned(ts []store.Tombstone) {
 }
 
 func tombstoneToPB(t store.Tombstone) *pb.Tombstone {
-	return &pb.Tombstone{Mailbox: t.Mailbox[:], Cid: t.CID[:], Origin: []byte(t.Origin), Seq: t.Seq, Expiry: t.Expiry, OwnerAck: t.OwnerAck}
+	return &pb.Tombstone{Mailbox: t.Mailbox[:], Cid: t.CID[:], Origin: []byte(t.Origin), Seq: t.Seq, Expiry: t.Expiry, OwnerAck: t.OwnerAck, Stamp: t.Stamp}
 }
 
 func (r *replicator) queue(p peer.ID) *peerQueue {

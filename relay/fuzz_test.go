@@ -189,6 +189,28 @@ func seedEntry(i byte) *pb.Entry {
 	return &pb.Entry{Envelope: env, Stamp: stamp}
 }
 
+// seedTombstone is a well-formed tombstone of seedEntry(i): the mailbox
+// owner's ack of its CID and its stamp.
+func seedTombstone(i byte) *pb.Tombstone {
+	_, mk := fuzzKeys()
+	e := seedEntry(i)
+	stamp, err := wire.ParseSignedReceipt(e.Stamp)
+	if err != nil {
+		panic(err)
+	}
+	sig, err := wire.SignOwnerAck(mk, []wire.CID{stamp.CID})
+	if err != nil {
+		panic(err)
+	}
+	acks, err := wire.OwnerAcks(mk.Public().(ed25519.PublicKey), []wire.CID{stamp.CID}, sig)
+	if err != nil {
+		panic(err)
+	}
+	ack, _ := acks[0].Marshal()
+	return &pb.Tombstone{Mailbox: stamp.Mailbox[:], Cid: stamp.CID[:], Origin: []byte(stamp.Origin), Seq: stamp.Seq, Expiry: stamp.Expiry,
+		OwnerAck: ack, Stamp: e.Stamp}
+}
+
 // fuzzSeeds are the seeds of each target, also written to testdata/fuzz
 // by TestRelayWriteFuzzSeeds.
 func fuzzSeeds() map[string][][]byte {
@@ -223,6 +245,7 @@ func fuzzSeeds() map[string][][]byte {
 			frames(&pb.ReplicateRequest{Id: 1, Entries: []*pb.Entry{seedEntry(1), seedEntry(2)},
 				Tombstones: []*pb.Tombstone{{Mailbox: mb[:], Cid: wire.CIDOf(seedEnvelope(3)).Cid().Bytes(), Origin: []byte("\x00\x04abcd"), Seq: 7, Expiry: uint64(fuzzNow.Add(time.Hour).Unix())}}}),
 			frames(&pb.ReplicateRequest{Id: 2, Entries: []*pb.Entry{{Envelope: seedEnvelope(4), Stamp: seedEntry(5).Stamp}}}, &pb.ReplicateRequest{Id: 3}),
+			frames(&pb.ReplicateRequest{Id: 4, Entries: []*pb.Entry{seedEntry(7)}, Tombstones: []*pb.Tombstone{seedTombstone(7), seedTombstone(8)}}),
 			{2, 0x0f, 0x01},
 		},
 		"FuzzRelayReconcile": {

@@ -483,7 +483,7 @@ func (x *exchange) sendItems(ds [][32]byte, out emitter) (*pb.ReconcileMessage, 
 			if err != nil {
 				return nil, err
 			}
-			n := 160 + len(t.OwnerAck)
+			n := 160 + len(t.OwnerAck) + len(t.Stamp)
 			if size+n > reconcileItemBudget {
 				if err := flush(); err != nil {
 					return nil, err

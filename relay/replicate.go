@@ -328,12 +328,24 @@ func (n *Node) checkTombstone(trust *peerTrust, t *pb.Tombstone) (pb.Status, sto
 	return pb.Status_STATUS_OK, tomb
 }
 
-// checkOwnerAck checks that a replicated tombstone carries its mailbox
-// owner's ack of its CID (SPEC.md §6.3, §10.9): a replica deletes nothing
-// on another replica's word alone. Errors wrap wire.ErrBadSignature.
+// checkOwnerAck checks a replicated tombstone (SPEC.md §10.9): it carries
+// its mailbox owner's ack of its CID (§6.3) — a replica deletes nothing on
+// another replica's word alone — and the stamp that places it is its
+// origin's stamp of that very entry, at the tombstone's origin, seq and
+// expiry. Errors wrap wire.ErrBadSignature.
 func (n *Node) checkOwnerAck(t store.Tombstone) error {
 	if err := wire.VerifyOwnerAck(n.ackVerifier, t.OwnerAck, t.Mailbox, t.CID); err != nil {
 		return fmt.Errorf("tombstone of %s: %v: %w", t.CID, err, wire.ErrBadSignature)
+	}
+	stamp, err := wire.ParseSignedReceipt(t.Stamp)
+	if err != nil {
+		return fmt.Errorf("tombstone of %s: stamp: %v: %w", t.CID, err, wire.ErrBadSignature)
+	}
+	if stamp.Mailbox != t.Mailbox || stamp.CID != t.CID || stamp.Origin != t.Origin || stamp.Seq != t.Seq || stamp.Expiry != t.Expiry {
+		return fmt.Errorf("tombstone of %s: stamp of another entry or place: %w", t.CID, wire.ErrBadSignature)
+	}
+	if err := n.verifier.Verify(stamp); err != nil {
+		return fmt.Errorf("tombstone of %s: stamp: %w", t.CID, err)
 	}
 	return nil
 }
@@ -358,5 +370,9 @@ func tombstoneFromPB(t *pb.Tombstone) (store.Tombstone, error) {
 	if n := len(t.GetOwnerAck()); n == 0 || n > wire.MaxOwnerAckLen {
 		return store.Tombstone{}, fmt.Errorf("tombstone: owner ack of %d bytes: %w", n, wire.ErrMalformed)
 	}
-	return store.Tombstone{Mailbox: mb, CID: c, Origin: origin, Seq: t.GetSeq(), Expiry: t.GetExpiry(), OwnerAck: t.GetOwnerAck()}, nil
+	if _, err := wire.ParseSignedReceipt(t.GetStamp()); err != nil {
+		return store.Tombstone{}, fmt.Errorf("tombstone: stamp: %w", err)
+	}
+	return store.Tombstone{Mailbox: mb, CID: c, Origin: origin, Seq: t.GetSeq(), Expiry: t.GetExpiry(),
+		OwnerAck: t.GetOwnerAck(), Stamp: t.GetStamp()}, nil
 }

@@ -243,6 +243,12 @@ type Tombstone struct {
 	// owner asked for the deletion. The store keeps it and does not verify
 	// it: its callers do.
 	OwnerAck []byte
+	// Stamp is the acked entry's origin stamp (a wire.SignedReceipt
+	// encoding, SPEC.md §6.2): its origin, seq and expiry are the
+	// tombstone's, so that a replica that never held the entry can check
+	// where the tombstone goes. Imported tombstones are checked by the
+	// caller too.
+	Stamp []byte
 }
 
 // AckResult is the outcome of an ack.

@@ -750,10 +750,16 @@ func (b *batchCtx) expireEntry(mb *mbox, r fateRec, d [32]byte, evicted bool) er
 }
 
 // ackEntry replaces a live entry by its tombstone, which keeps the owner's
-// ack.
+// ack and the entry's stamp. An entry whose record is corrupt is left as
+// it is (errSkipCorrupt).
 func (b *batchCtx) ackEntry(mb *mbox, r fateRec, d [32]byte, ownerAck []byte) (Tombstone, error) {
-	mark := entryRec{kind: kindTombstoneMark, digest: d, expiry: r.expiry, size: r.size, ownerAck: ownerAck}
-	if err := b.set(entryKey(mb.id, r.origin, r.seq), mark.encode(), kindTombstoneMark, b.retain(r.expiry), markSlack); err != nil {
+	k := entryKey(mb.id, r.origin, r.seq)
+	stamp, err := b.entryStamp(mb, r, k)
+	if err != nil {
+		return Tombstone{}, err
+	}
+	mark := entryRec{kind: kindTombstoneMark, digest: d, expiry: r.expiry, size: r.size, ownerAck: ownerAck, tombStamp: stamp}
+	if err := b.set(k, mark.encode(), kindTombstoneMark, b.retain(r.expiry), markSlack); err != nil {
 		return Tombstone{}, err
 	}
 	r.fate = FateAcked
@@ -770,7 +776,40 @@ func (b *batchCtx) ackEntry(mb *mbox, r fateRec, d [32]byte, ownerAck []byte) (T
 	b.st.acked.Add(1)
 	b.touch(mb)
 	b.recon = append(b.recon, reconOp{mb: mb, set: SetEntries, d: d}, reconOp{mb: mb, set: SetTombstones, d: d, add: true})
-	return Tombstone{Mailbox: mb.addr, CID: wire.CIDFromDigest(d), Origin: b.l.origins[r.origin], Seq: r.seq, Expiry: r.expiry, OwnerAck: ownerAck}, nil
+	return Tombstone{Mailbox: mb.addr, CID: wire.CIDFromDigest(d), Origin: b.l.origins[r.origin], Seq: r.seq, Expiry: r.expiry,
+		OwnerAck: ownerAck, Stamp: stamp}, nil
+}
+
+// errSkipCorrupt marks an entry whose record is corrupt: an ack leaves it.
+var errSkipCorrupt = errors.New("store: corrupt entry record")
+
+// entryStamp returns the encoded origin stamp of the live entry at k.
+func (b *batchCtx) entryStamp(mb *mbox, r fateRec, k []byte) ([]byte, error) {
+	item, err := b.txn.Get(k)
+	if err != nil {
+		return nil, err
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := decodeEntry(k, v)
+	if err == nil && rec.kind != kindLocalEntry && rec.kind != kindImportedEntry {
+		err = corrupt(k, "fate stored, record of kind %d", rec.kind)
+	}
+	var s wire.SignedReceipt
+	if err == nil {
+		s, err = b.l.stampOf(b.txn, mb, b.l.origins[r.origin], r.seq, k, &rec)
+	}
+	if errors.Is(err, ErrCorrupt) {
+		b.st.corrupt.Add(1)
+		b.l.log.Warn("store: ack of a corrupt entry left undone", "err", err)
+		return nil, errSkipCorrupt
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.Marshal()
 }
 
 // advance raises known_through of (mb, oid) over the seqs now present.
@@ -900,6 +939,9 @@ func (b *batchCtx) doAck(o *op) error {
 			continue
 		}
 		t, err := b.ackEntry(mb, r, d, o.acks[i])
+		if errors.Is(err, errSkipCorrupt) {
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -913,7 +955,7 @@ func (b *batchCtx) doTombstones(o *op) error {
 	for _, t := range o.tombs {
 		if _, err := wire.ParseCID(t.CID[:]); err != nil || t.Seq == 0 || len(t.Origin) == 0 ||
 			len(t.Origin) > wire.MaxPeerIDLen || t.Mailbox[0] != 0x12 || t.Mailbox[1] != 0x20 ||
-			len(t.OwnerAck) == 0 || len(t.OwnerAck) > wire.MaxOwnerAckLen {
+			len(t.OwnerAck) == 0 || len(t.OwnerAck) > wire.MaxOwnerAckLen || len(t.Stamp) == 0 || len(t.Stamp) > maxStampLen {
 			l.log.Warn("store: malformed tombstone ignored", "cid", t.CID)
 			continue
 		}
@@ -928,7 +970,9 @@ func (b *batchCtx) doTombstones(o *op) error {
 				return err
 			}
 			if fate == FateStored {
-				if _, err := b.ackEntry(mb, r, d, t.OwnerAck); err != nil {
+				if _, err := b.ackEntry(mb, r, d, t.OwnerAck); errors.Is(err, errSkipCorrupt) {
+					continue
+				} else if err != nil {
 					return err
 				}
 				o.count++
@@ -949,7 +993,7 @@ func (b *batchCtx) doTombstones(o *op) error {
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
-		mark := entryRec{kind: kindTombstoneMark, digest: d, expiry: t.Expiry, ownerAck: t.OwnerAck}
+		mark := entryRec{kind: kindTombstoneMark, digest: d, expiry: t.Expiry, ownerAck: t.OwnerAck, tombStamp: t.Stamp}
 		if err := b.set(k, mark.encode(), kindTombstoneMark, b.retain(t.Expiry), markSlack); err != nil {
 			return err
 		}

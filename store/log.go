@@ -939,7 +939,7 @@ func (l *Log) Tombstone(mailbox wire.Mailbox, c wire.CID) (Tombstone, error) {
 		if err != nil {
 			return fmt.Errorf("tombstone of %s: mark: %w", c, err)
 		}
-		var ownerAck []byte
+		var ownerAck, stamp []byte
 		err = item.Value(func(v []byte) error {
 			m, err := decodeEntry(k, v)
 			if err != nil {
@@ -948,13 +948,13 @@ func (l *Log) Tombstone(mailbox wire.Mailbox, c wire.CID) (Tombstone, error) {
 			if m.kind != kindTombstoneMark || m.digest != c.Digest() {
 				return corrupt(k, "acked %s, mark of kind %d for another digest", c, m.kind)
 			}
-			ownerAck = clone(m.ownerAck)
+			ownerAck, stamp = clone(m.ownerAck), clone(m.tombStamp)
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		t = Tombstone{Mailbox: mailbox, CID: c, Origin: origin, Seq: r.seq, Expiry: r.expiry, OwnerAck: ownerAck}
+		t = Tombstone{Mailbox: mailbox, CID: c, Origin: origin, Seq: r.seq, Expiry: r.expiry, OwnerAck: ownerAck, Stamp: stamp}
 		return nil
 	})
 	return t, err
@@ -1062,45 +1062,53 @@ func (l *Log) buildEntry(txn *badger.Txn, mb *mbox, origin peer.ID, seq uint64, 
 	if err != nil {
 		return StoredEntry{}, false, err
 	}
-	switch r.kind {
-	case kindImportedEntry:
+	if r.kind != kindImportedEntry && r.kind != kindLocalEntry {
+		return StoredEntry{}, false, nil
+	}
+	s, err := l.stampOf(txn, mb, origin, seq, k, &r)
+	if err != nil {
+		return StoredEntry{}, false, err
+	}
+	if int64(s.Expiry) <= l.nowUnix() {
+		return StoredEntry{}, false, nil
+	}
+	return StoredEntry{Envelope: r.envelope, Stamp: s}, true, nil
+}
+
+// stampOf returns the origin stamp of a decoded entry record (local or
+// imported) at key k = (mb, origin, seq): the stored stamp of an imported
+// entry, or a local entry's receipt rebuilt with its batch's path and
+// signature.
+func (l *Log) stampOf(txn *badger.Txn, mb *mbox, origin peer.ID, seq uint64, k []byte, r *entryRec) (wire.SignedReceipt, error) {
+	if r.kind == kindImportedEntry {
 		s, err := wire.ParseSignedReceipt(r.stamp)
 		if err != nil {
-			return StoredEntry{}, false, corrupt(k, "stamp: %v", err)
+			return wire.SignedReceipt{}, corrupt(k, "stamp: %v", err)
 		}
 		if s.Seq != seq || s.Mailbox != mb.addr {
-			return StoredEntry{}, false, corrupt(k, "stamp does not match its key")
+			return wire.SignedReceipt{}, corrupt(k, "stamp does not match its key")
 		}
-		if int64(s.Expiry) <= l.nowUnix() {
-			return StoredEntry{}, false, nil
-		}
-		return StoredEntry{Envelope: r.envelope, Stamp: *s}, true, nil
-	case kindLocalEntry:
-		if int64(r.expiry) <= l.nowUnix() {
-			return StoredEntry{}, false, nil
-		}
-		rc := wire.Receipt{Origin: origin, Mailbox: mb.addr, CID: wire.CIDFromDigest(r.digest), Seq: seq,
-			StoredAtMs: r.storedAtMs, Expiry: r.expiry}
-		t, err := l.trees.get(txn, r.batch, k)
-		if err != nil {
-			return StoredEntry{}, false, err
-		}
-		n := len(t.rec.leaves)
-		if int(r.index) >= n {
-			return StoredEntry{}, false, corrupt(k, "leaf %d of a batch of %d", r.index, n)
-		}
-		leaf, err := wire.ReceiptLeaf(&rc)
-		if err != nil {
-			return StoredEntry{}, false, corrupt(k, "receipt: %v", err)
-		}
-		if leaf != t.rec.leaves[r.index] {
-			return StoredEntry{}, false, corrupt(k, "receipt does not match its batch leaf")
-		}
-		s := wire.SignedReceipt{Receipt: rc, BatchSize: uint16(n), Index: r.index,
-			Path: t.path(int(r.index)), Signature: t.rec.sig}
-		return StoredEntry{Envelope: r.envelope, Stamp: s}, true, nil
+		return *s, nil
 	}
-	return StoredEntry{}, false, nil
+	rc := wire.Receipt{Origin: origin, Mailbox: mb.addr, CID: wire.CIDFromDigest(r.digest), Seq: seq,
+		StoredAtMs: r.storedAtMs, Expiry: r.expiry}
+	t, err := l.trees.get(txn, r.batch, k)
+	if err != nil {
+		return wire.SignedReceipt{}, err
+	}
+	n := len(t.rec.leaves)
+	if int(r.index) >= n {
+		return wire.SignedReceipt{}, corrupt(k, "leaf %d of a batch of %d", r.index, n)
+	}
+	leaf, err := wire.ReceiptLeaf(&rc)
+	if err != nil {
+		return wire.SignedReceipt{}, corrupt(k, "receipt: %v", err)
+	}
+	if leaf != t.rec.leaves[r.index] {
+		return wire.SignedReceipt{}, corrupt(k, "receipt does not match its batch leaf")
+	}
+	return wire.SignedReceipt{Receipt: rc, BatchSize: uint16(n), Index: r.index,
+		Path: t.path(int(r.index)), Signature: t.rec.sig}, nil
 }
 
 // Read returns one page of the entries of mailbox that cursor (nil: the

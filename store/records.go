@@ -89,7 +89,8 @@ func corrupt(key []byte, format string, args ...any) error {
 //
 //	local:    storedAtMs(8) ‖ expiry(8) ‖ batch(8) ‖ index(2) ‖ digest(32) ‖ envelope
 //	imported: stampLen(2) ‖ stamp ‖ envelope
-//	marks:    digest(32) ‖ expiry(8) ‖ size(4) ‖ owner ack (tombstones only, 1…wire.MaxOwnerAckLen)
+//	marks:    digest(32) ‖ expiry(8) ‖ size(4)
+//	          tombstones add: ackLen(2) ‖ owner ack (1…wire.MaxOwnerAckLen) ‖ stamp (1…maxStampLen)
 type entryRec struct {
 	kind byte
 	// local
@@ -105,9 +106,15 @@ type entryRec struct {
 	// reads need not hash the envelope)
 	digest [32]byte
 	size   uint32
-	// tombstone marks: the owner's ack (wire.OwnerAck encoding)
-	ownerAck []byte
+	// tombstone marks: the owner's ack (wire.OwnerAck encoding) and the
+	// acked entry's origin stamp (wire.SignedReceipt encoding)
+	ownerAck  []byte
+	tombStamp []byte
 }
+
+// maxStampLen bounds a stored stamp: a signed receipt with the longest
+// peer ID and inclusion path.
+const maxStampLen = 2 + wire.MaxPeerIDLen + wire.MailboxLen + wire.CIDLen + 24 + 5 + 32*10 + 64
 
 func (r *entryRec) encode() []byte {
 	var b []byte
@@ -126,12 +133,14 @@ func (r *entryRec) encode() []byte {
 		b = append(b, r.stamp...)
 		b = append(b, r.envelope...)
 	default:
-		b = make([]byte, hdrLen, hdrLen+44+len(r.ownerAck))
+		b = make([]byte, hdrLen, hdrLen+46+len(r.ownerAck)+len(r.tombStamp))
 		b = append(b, r.digest[:]...)
 		b = binary.BigEndian.AppendUint64(b, r.expiry)
 		b = binary.BigEndian.AppendUint32(b, r.size)
 		if r.kind == kindTombstoneMark {
+			b = binary.BigEndian.AppendUint16(b, uint16(len(r.ownerAck)))
 			b = append(b, r.ownerAck...)
+			b = append(b, r.tombStamp...)
 		}
 	}
 	return seal(b, r.kind)
@@ -168,15 +177,23 @@ func decodeEntry(key, b []byte) (entryRec, error) {
 		r.stamp = body[2 : 2+n]
 		r.envelope = body[2+n:]
 	case kindTombstoneMark, kindExpiredMark:
-		n := len(body) - 44
-		if n < 0 || (kind == kindExpiredMark && n != 0) || (kind == kindTombstoneMark && (n == 0 || n > wire.MaxOwnerAckLen)) {
+		if len(body) < 44 || (kind == kindExpiredMark && len(body) != 44) {
 			return r, corrupt(key, "mark of %d bytes", len(body))
 		}
 		r.digest = [32]byte(body[:32])
 		r.expiry = binary.BigEndian.Uint64(body[32:])
 		r.size = binary.BigEndian.Uint32(body[40:44])
-		if n > 0 {
-			r.ownerAck = body[44:]
+		if kind == kindTombstoneMark {
+			rest := body[44:]
+			if len(rest) < 2 {
+				return r, corrupt(key, "tombstone of %d bytes", len(body))
+			}
+			a := int(binary.BigEndian.Uint16(rest))
+			rest = rest[2:]
+			if a == 0 || a > wire.MaxOwnerAckLen || len(rest) <= a || len(rest)-a > maxStampLen {
+				return r, corrupt(key, "tombstone: owner ack of %d and stamp of %d bytes", a, len(rest)-a)
+			}
+			r.ownerAck, r.tombStamp = rest[:a], rest[a:]
 		}
 	default:
 		return r, corrupt(key, "entry kind %d", kind)

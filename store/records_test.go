@@ -23,7 +23,7 @@ func FuzzDecodeEntry(f *testing.F) {
 	env, _ := (&wire.Envelope{Mailbox: wire.MailboxOf(make([]byte, 32)), Ciphertext: []byte("hello")}).Marshal()
 	f.Add((&entryRec{kind: kindLocalEntry, storedAtMs: 1, expiry: 2, batch: 3, index: 4, envelope: env}).encode())
 	f.Add((&entryRec{kind: kindImportedEntry, stamp: []byte("stamp"), envelope: env}).encode())
-	f.Add((&entryRec{kind: kindTombstoneMark, digest: [32]byte{1}, expiry: 9, size: 7, ownerAck: []byte("owner ack")}).encode())
+	f.Add((&entryRec{kind: kindTombstoneMark, digest: [32]byte{1}, expiry: 9, size: 7, ownerAck: []byte("owner ack"), tombStamp: []byte("stamp")}).encode())
 	f.Add((&entryRec{kind: kindExpiredMark, digest: [32]byte{2}, expiry: 9}).encode())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// The raw bytes, and the same bytes as a body under a valid
@@ -170,7 +170,7 @@ func seedCorpus() map[string][][]any {
 	for _, b := range [][]byte{
 		(&entryRec{kind: kindLocalEntry, storedAtMs: 1, expiry: 2, batch: 3, index: 4, envelope: env}).encode(),
 		(&entryRec{kind: kindImportedEntry, stamp: []byte("stamp"), envelope: env}).encode(),
-		(&entryRec{kind: kindTombstoneMark, digest: [32]byte{1}, expiry: 9, size: 7, ownerAck: []byte("owner ack")}).encode(),
+		(&entryRec{kind: kindTombstoneMark, digest: [32]byte{1}, expiry: 9, size: 7, ownerAck: []byte("owner ack"), tombStamp: []byte("stamp")}).encode(),
 	} {
 		c["FuzzDecodeEntry"] = append(c["FuzzDecodeEntry"], vary(b)...)
 	}

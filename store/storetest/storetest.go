@@ -514,6 +514,9 @@ func testAck(t *testing.T, o Opener) {
 	if tb.CID != rcs[1].Receipt.CID || tb.Seq != 2 || tb.Origin != e.relay.ID || tb.Expiry != rcs[1].Receipt.Expiry || tb.Mailbox != mb {
 		t.Fatalf("tombstone %+v", tb)
 	}
+	if s, err := wire.ParseSignedReceipt(tb.Stamp); err != nil || s.Receipt != rcs[1].Receipt.Receipt || s.Verify() != nil {
+		t.Fatalf("tombstone stamp %v %v, want the entry's receipt", s, err)
+	}
 	if res, _ := e.log.Ack(context.Background(), mb, []wire.CID{rcs[1].Receipt.CID}, OwnerAcks([]wire.CID{rcs[1].Receipt.CID})); res.Acked != 0 {
 		t.Fatalf("second ack: %+v", res)
 	}
@@ -705,14 +708,14 @@ func testImportTombstones(t *testing.T, o Opener) {
 	}
 	acks := OwnerAcks([]wire.CID{s1.CID, s2.CID})
 	ts := []store.Tombstone{
-		{Mailbox: mb, CID: s1.CID, Origin: other.ID, Seq: 1, Expiry: exp, OwnerAck: acks[0]},
-		{Mailbox: mb, CID: s2.CID, Origin: other.ID, Seq: 2, Expiry: exp, OwnerAck: acks[1]},
+		{Mailbox: mb, CID: s1.CID, Origin: other.ID, Seq: 1, Expiry: exp, OwnerAck: acks[0], Stamp: mustMarshal(t, &s1)},
+		{Mailbox: mb, CID: s2.CID, Origin: other.ID, Seq: 2, Expiry: exp, OwnerAck: acks[1], Stamp: mustMarshal(t, &s2)},
 	}
-	// A tombstone without an owner ack is ignored.
-	noAck := ts[1]
-	noAck.OwnerAck = nil
-	if n, err := e.log.ImportTombstones(ctx, []store.Tombstone{noAck}); err != nil || n != 0 {
-		t.Fatalf("import of a tombstone without an owner ack: %d %v", n, err)
+	// A tombstone without an owner ack or a stamp is ignored.
+	noAck, noStamp := ts[1], ts[1]
+	noAck.OwnerAck, noStamp.Stamp = nil, nil
+	if n, err := e.log.ImportTombstones(ctx, []store.Tombstone{noAck, noStamp}); err != nil || n != 0 {
+		t.Fatalf("import of tombstones without an owner ack or a stamp: %d %v", n, err)
 	}
 	n, err := e.log.ImportTombstones(ctx, ts)
 	if err != nil || n != 2 {
@@ -731,6 +734,14 @@ func testImportTombstones(t *testing.T, o Opener) {
 	}
 	if n, _ := e.log.ImportTombstones(ctx, ts); n != 0 {
 		t.Fatalf("re-import: %d", n)
+	}
+	// Each keeps what it came with; the one of the entry held here, this
+	// relay's copy's stamp.
+	for i, want := range ts {
+		got, err := e.log.Tombstone(mb, want.CID)
+		if err != nil || !bytes.Equal(got.OwnerAck, want.OwnerAck) || !bytes.Equal(got.Stamp, want.Stamp) {
+			t.Fatalf("tombstone %d: %+v %v", i, got, err)
+		}
 	}
 	items, _ := e.log.RangeItems(mb, store.SetTombstones, nil, nil, 0)
 	if len(items) != 2 {
@@ -1367,8 +1378,11 @@ func testSummary(t *testing.T, o Opener) {
 		t.Fatalf("ack: %+v %v", res, err)
 	}
 	other := NewRelay(t)
-	unknown := wire.CIDOf([]byte("never stored here"))
-	ts := []store.Tombstone{{Mailbox: a, CID: unknown, Origin: other.ID, Seq: 1, Expiry: e.now() + 3600, OwnerAck: OwnerAcks([]wire.CID{unknown})[0]}}
+	exp := e.now() + 3600
+	neverHere := Stamp(t, other, Envelope(t, a, exp, 50), 1, exp)
+	unknown := neverHere.CID
+	ts := []store.Tombstone{{Mailbox: a, CID: unknown, Origin: other.ID, Seq: 1, Expiry: exp,
+		OwnerAck: OwnerAcks([]wire.CID{unknown})[0], Stamp: mustMarshal(t, &neverHere)}}
 	if n, err := e.log.ImportTombstones(ctx, ts); err != nil || n != 1 {
 		t.Fatalf("import tombstone: %d %v", n, err)
 	}
@@ -1418,4 +1432,13 @@ func testSummary(t *testing.T, o Opener) {
 	if s := summary(Mailbox(t)); s.entries.Count() != 0 || s.tombstones.Count() != 0 {
 		t.Fatal("summary of an unknown mailbox is not empty")
 	}
+}
+
+func mustMarshal(t testing.TB, m interface{ Marshal() ([]byte, error) }) []byte {
+	t.Helper()
+	b, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -227,10 +227,11 @@ func TestRogueTombstonesNeedTheOwner(t *testing.T) {
 	waitStored(t, alice, send(t, alice, bobAtAlice, "zero")...)
 	shownWithin(t, bob, rec, aliceAtBob, []string{"zero"})
 	var realAck []byte
+	var zero *Held
 	eventually(t, "bob's ack of zero at an honest replica", func() error {
 		for _, h := range rg.Held(mb) {
 			if tb, err := n.Relays[0].Store().Tombstone(mb, h.Stamp.CID); err == nil {
-				realAck = tb.OwnerAck
+				realAck, zero = tb.OwnerAck, h
 				return nil
 			}
 		}
@@ -278,19 +279,39 @@ func TestRogueTombstonesNeedTheOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// tomb is the tombstone of cid placed where stamp says, with ownerAck.
+	tomb := func(c wire.CID, stamp *wire.SignedReceipt, ownerAck []byte) *pb.Tombstone {
+		t := &pb.Tombstone{Mailbox: mb[:], Cid: c[:], Origin: []byte(stamp.Origin), Seq: stamp.Seq, Expiry: stamp.Expiry, OwnerAck: ownerAck}
+		t.Stamp, _ = stamp.Marshal()
+		return t
+	}
 	for _, variant := range []struct {
-		name     string
-		ownerAck func(i int) []byte
-		want     pb.Status
+		name string
+		tomb func(i int, h *Held) *pb.Tombstone
+		want pb.Status
 	}{
-		{"no owner ack", func(int) []byte { return nil }, pb.Status_STATUS_MALFORMED},
-		{"another key's ack", func(i int) []byte { b, _ := foreign[i].Marshal(); return b }, pb.Status_STATUS_BAD_SIGNATURE},
-		{"bob's ack of another CID", func(int) []byte { return realAck }, pb.Status_STATUS_BAD_SIGNATURE},
+		{"no owner ack", func(_ int, h *Held) *pb.Tombstone { return tomb(h.Stamp.CID, &h.Stamp, nil) }, pb.Status_STATUS_MALFORMED},
+		{"another key's ack", func(i int, h *Held) *pb.Tombstone {
+			b, _ := foreign[i].Marshal()
+			return tomb(h.Stamp.CID, &h.Stamp, b)
+		}, pb.Status_STATUS_BAD_SIGNATURE},
+		{"bob's ack of another CID", func(_ int, h *Held) *pb.Tombstone { return tomb(h.Stamp.CID, &h.Stamp, realAck) }, pb.Status_STATUS_BAD_SIGNATURE},
+		// Bob's real ack of zero, placed at a target's origin and seq
+		// (with the target's stamp): it would mark that seq acked where
+		// the target has not arrived yet.
+		{"bob's ack of zero at a target's place", func(_ int, h *Held) *pb.Tombstone {
+			t := tomb(zero.Stamp.CID, &h.Stamp, realAck)
+			return t
+		}, pb.Status_STATUS_BAD_SIGNATURE},
+		{"bob's ack of zero without a stamp", func(int, *Held) *pb.Tombstone {
+			t := tomb(zero.Stamp.CID, &zero.Stamp, realAck)
+			t.Stamp = nil
+			return t
+		}, pb.Status_STATUS_MALFORMED},
 	} {
 		var ts []*pb.Tombstone
 		for i, h := range targets {
-			c := h.Stamp.CID
-			ts = append(ts, &pb.Tombstone{Mailbox: mb[:], Cid: c[:], Origin: []byte(h.Stamp.Origin), Seq: h.Stamp.Seq, Expiry: h.Stamp.Expiry, OwnerAck: variant.ownerAck(i)})
+			ts = append(ts, variant.tomb(i, h))
 		}
 		for _, r := range n.Relays {
 			rs, err := rg.RPC().OpenReplicate(ctxT(t), r.ID())
@@ -329,7 +350,7 @@ func TestRogueTombstonesNeedTheOwner(t *testing.T) {
 	for i, h := range targets {
 		c := h.Stamp.CID
 		a, _ := foreign[i].Marshal()
-		ts = append(ts, &pb.Tombstone{Mailbox: mb[:], Cid: c[:], Origin: []byte(h.Stamp.Origin), Seq: h.Stamp.Seq, Expiry: h.Stamp.Expiry, OwnerAck: a})
+		ts = append(ts, tomb(c, &h.Stamp, a))
 		d := c.Digest()
 		ids = append(ids, d[:])
 	}

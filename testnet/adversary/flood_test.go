@@ -624,8 +624,8 @@ func TestHostileStrangerReplicates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rs.Close()
-	// Even with the owner's genuine ack of the CID: a replica takes
-	// tombstones from replicas only.
+	// Even with the owner's genuine ack of the CID and the entry's own
+	// stamp: a replica takes tombstones from replicas only.
 	c := wire.CIDOf(env)
 	sig, err := wire.SignOwnerAck(key, []wire.CID{c})
 	if err != nil {
@@ -639,8 +639,12 @@ func TestHostileStrangerReplicates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stamp, err := res.Receipt.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
 	call, err := rs.Send(ctxT(t), rpc.ReplicateBatch{Tombstones: []*pb.Tombstone{{
-		Mailbox: mb[:], Cid: c[:], Origin: []byte(res.Receipt.Origin), Seq: res.Receipt.Seq, Expiry: res.Receipt.Expiry, OwnerAck: ownerAck,
+		Mailbox: mb[:], Cid: c[:], Origin: []byte(res.Receipt.Origin), Seq: res.Receipt.Seq, Expiry: res.Receipt.Expiry, OwnerAck: ownerAck, Stamp: stamp,
 	}}})
 	if err != nil {
 		t.Fatal(err)

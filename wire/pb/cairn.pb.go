@@ -1558,7 +1558,9 @@ type Tombstone struct {
 	Seq     uint64                 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
 	Expiry  uint64                 `protobuf:"varint,5,opt,name=expiry,proto3" json:"expiry,omitempty"`
 	// The owner's ack of cid (SPEC.md §6.3).
-	OwnerAck      []byte `protobuf:"bytes,6,opt,name=owner_ack,json=ownerAck,proto3" json:"owner_ack,omitempty"`
+	OwnerAck []byte `protobuf:"bytes,6,opt,name=owner_ack,json=ownerAck,proto3" json:"owner_ack,omitempty"`
+	// The acked entry's origin stamp (SPEC.md §6.2): it places the tombstone.
+	Stamp         []byte `protobuf:"bytes,7,opt,name=stamp,proto3" json:"stamp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1631,6 +1633,13 @@ func (x *Tombstone) GetExpiry() uint64 {
 func (x *Tombstone) GetOwnerAck() []byte {
 	if x != nil {
 		return x.OwnerAck
+	}
+	return nil
+}
+
+func (x *Tombstone) GetStamp() []byte {
+	if x != nil {
+		return x.Stamp
 	}
 	return nil
 }
@@ -2060,14 +2069,15 @@ const file_cairn_proto_rawDesc = "" +
 	"\x10remaining_x25519\x18\x04 \x01(\rR\x0fremainingX25519\x12'\n" +
 	"\x0fremaining_mlkem\x18\x05 \x01(\rR\x0eremainingMlkem\x12\x16\n" +
 	"\x06detail\x18\x06 \x01(\tR\x06detail\x12$\n" +
-	"\x0eretry_after_ms\x18\a \x01(\rR\fretryAfterMs\"\x96\x01\n" +
+	"\x0eretry_after_ms\x18\a \x01(\rR\fretryAfterMs\"\xac\x01\n" +
 	"\tTombstone\x12\x18\n" +
 	"\amailbox\x18\x01 \x01(\fR\amailbox\x12\x10\n" +
 	"\x03cid\x18\x02 \x01(\fR\x03cid\x12\x16\n" +
 	"\x06origin\x18\x03 \x01(\fR\x06origin\x12\x10\n" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x16\n" +
 	"\x06expiry\x18\x05 \x01(\x04R\x06expiry\x12\x1b\n" +
-	"\towner_ack\x18\x06 \x01(\fR\bownerAck\"\x8c\x01\n" +
+	"\towner_ack\x18\x06 \x01(\fR\bownerAck\x12\x14\n" +
+	"\x05stamp\x18\a \x01(\fR\x05stamp\"\x8c\x01\n" +
 	"\x10ReplicateRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12.\n" +
 	"\aentries\x18\x02 \x03(\v2\x14.cairn.wire.v1.EntryR\aentries\x128\n" +
