@@ -33,7 +33,8 @@ import (
 //
 //	CAIRN_RSS_DEPOSIT=1 go test -run TestRelayDepositRSS -timeout 30m -v ./relay
 //
-// CAIRN_RSS_HEAPPROFILE=path writes the child's heap profile at the end.
+// CAIRN_RSS_HEAPPROFILE=path writes the child's heap profile at the end
+// (and to path.peak when its heap was largest, of 1 s samples).
 // Without CAIRN_RSS_DEPOSIT it does nothing (it is not part of the suite).
 func TestRelayDepositRSS(t *testing.T) {
 	if os.Getenv("CAIRN_RSS_CHILD") == "1" {
@@ -164,6 +165,7 @@ func TestRelayDepositRSS(t *testing.T) {
 	t.Logf("%d senders for %v: %d OK (%.0f/s), %d BUSY, %d other", senders, elapsed.Round(time.Second), ok.Load(), float64(ok.Load())/elapsed.Seconds(), busy.Load(), other.Load())
 	t.Logf("relay peak VmRSS (VmHWM) %d MiB; peak RssAnon %d MiB, peak RssFile %d MiB (1 s samples); at the end VmRSS %d MiB = RssAnon %d + RssFile %d MiB",
 		st["VmHWM:"]>>20, peakAnon>>20, peakFile>>20, st["VmRSS:"]>>20, st["RssAnon:"]>>20, st["RssFile:"]>>20)
+	t.Logf("at the end, resident by mapping: %s", smapsRss(pid))
 	t.Logf("store on disk %d MiB for %d MiB of envelopes", size>>20, ok.Load()>>10)
 	if other.Load() > 0 {
 		t.Errorf("%d deposits failed other than BUSY", other.Load())

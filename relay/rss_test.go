@@ -163,9 +163,10 @@ func rssChild(t *testing.T) {
 		os.Stdin.Read(buf) // until the parent closes stdin
 		close(done)
 	}()
-	tick := time.NewTicker(10 * time.Second)
+	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	for {
+	var peakHeap uint64
+	for i := 1; ; i++ {
 		select {
 		case <-done:
 			if path := os.Getenv("CAIRN_RSS_HEAPPROFILE"); path != "" {
@@ -178,6 +179,17 @@ func rssChild(t *testing.T) {
 		case <-tick.C:
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
+			if path := os.Getenv("CAIRN_RSS_HEAPPROFILE"); path != "" && ms.HeapAlloc > peakHeap {
+				// The heap profile when the most was allocated (of 1 s samples).
+				peakHeap = ms.HeapAlloc
+				if f, err := os.Create(path + ".peak"); err == nil {
+					pprof.WriteHeapProfile(f)
+					f.Close()
+				}
+			}
+			if i%10 != 0 {
+				continue
+			}
 			st := n.Store().Stats()
 			fmt.Fprintf(os.Stderr, "child: heap in use %d MiB, sys %d MiB, store entries %d, index %d MiB\n",
 				ms.HeapInuse>>20, ms.Sys>>20, st.Entries, st.IndexBytes>>20)
@@ -207,5 +219,43 @@ func procMem(t *testing.T, pid int) (rss, hwm int64) {
 			t.Logf("%s %d MiB", f[0], v>>10)
 		}
 	}
+	t.Logf("resident by mapping: %s", smapsRss(pid))
 	return rss, hwm
+}
+
+// smapsRss sums the resident memory of a process's mappings by kind from
+// /proc/pid/smaps: badger's table files (.sst), memtable write-ahead logs
+// (.mem), value-log files (.vlog), other files (the binary, libraries) and
+// anonymous memory.
+func smapsRss(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return err.Error()
+	}
+	kinds := []string{".sst", ".mem", ".vlog", "other file", "anonymous"}
+	sum := map[string]int64{}
+	kind := "anonymous"
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			kind = "anonymous"
+			if len(f) >= 6 && strings.HasPrefix(f[5], "/") {
+				kind = "other file"
+				for _, k := range kinds[:3] {
+					if strings.HasSuffix(f[5], k) {
+						kind = k
+					}
+				}
+			}
+		case len(f) == 3 && f[0] == "Rss:":
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			sum[kind] += v << 10
+		}
+	}
+	var out []string
+	for _, k := range kinds {
+		out = append(out, fmt.Sprintf("%s %d MiB", k, sum[k]>>20))
+	}
+	return strings.Join(out, ", ")
 }
