@@ -70,6 +70,7 @@ type Log struct {
 	ewmaCommitNs atomic.Int64
 	bgStop       chan struct{}
 	bgDone       chan struct{}
+	trimDone     chan struct{} // closed when trimLoop returns (or at open, without it)
 
 	mu        sync.RWMutex
 	failed    atomic.Pointer[error] // set once a commit failed
@@ -242,6 +243,7 @@ func OpenLog(opts LogOptions) (*Log, error) {
 		commitDone:   make(chan struct{}),
 		bgStop:       make(chan struct{}),
 		bgDone:       make(chan struct{}),
+		trimDone:     make(chan struct{}),
 		mboxes:       make(map[wire.Mailbox]*mbox),
 		byID:         make(map[uint32]*mbox),
 		origins:      []peer.ID{""},
@@ -266,6 +268,7 @@ func OpenLog(opts LogOptions) (*Log, error) {
 	}
 	l.st.indexBytes.Add(l.filter.memBytes())
 	go l.run()
+	l.startTrim()
 	if opts.GCInterval > 0 {
 		go l.background()
 	} else {
@@ -727,6 +730,7 @@ func (l *Log) background() {
 func (l *Log) Close() error {
 	l.stopOnce.Do(func() { close(l.bgStop) })
 	<-l.bgDone
+	<-l.trimDone
 	l.closeMu.Lock()
 	if l.closed {
 		l.closeMu.Unlock()
