@@ -55,7 +55,7 @@ var confSections = []confSection{
 		{"metrics_addr", "", kindString, "host:port of the HTTP endpoint with /metrics (Prometheus) and /healthz.\nEmpty: no endpoint. Keep it on a private interface."},
 		{"log_level", "", kindString, "debug, info, warn or error."},
 		{"log_format", "", kindString, "text or json (log/slog, on stderr)."},
-		{"memory_limit", "", kindBytes, "Soft limit of the Go heap (runtime/debug.SetMemoryLimit): the garbage\ncollector works harder near it, so the relay's anonymous memory stays about\nthere; badger's memory-mapped files (page cache) come on top. 0: none. The\nGOMEMLIMIT environment variable, if set, wins. Default 384MiB."},
+		{"memory_limit", "", kindBytes, "Soft limit of the Go heap (runtime/debug.SetMemoryLimit): the garbage\ncollector works harder near it, so the relay's anonymous memory stays about\nthere. 0: none. The\nGOMEMLIMIT environment variable, if set, wins. Default 384MiB."},
 	}},
 	{"relay policy (SPEC.md §12; advertised to clients where they need it)", []confKey{
 		{"max_envelope_bytes", "MaxEnvelopeBytes", kindBytes, "Largest envelope accepted (TOO_LARGE above); at most 262,199 (EnvelopeOverhead +\nMaxCiphertext)."},
@@ -105,7 +105,7 @@ var confSections = []confSection{
 		{"gc_interval", "GCInterval", kindDuration, "Period of the store's expiry sweep and value-log GC; negative disables it."},
 		{"max_commit_batch", "MaxCommitBatch", kindCount, "Operations per group commit of the store: one fsync, one receipt signature\n(at most 1,024)."},
 		{"max_store_backlog", "MaxStoreBacklog", kindCount, "Operations queued ahead of the store (admitted deposits, appends, replicated\nentries, acks) above which a deposit is answered BUSY with a retry_after of\nabout the time to commit them (SPEC.md §10.3); at least max_commit_batch."},
-		{"store_memory_bytes", "StoreMemoryBytes", kindBytes, "Memory budget of the store (at least 16 MiB): badger's two memtables (1/4\neach), its table-index cache (1/4) and the anti-entropy indexes (1/4, least\nrecently used dropped). Badger's memory-mapped table files are page cache, and\nits compaction buffers come on top."},
+		{"store_memory_bytes", "StoreMemoryBytes", kindBytes, "Memory budget of the store (at least 16 MiB): badger's two memtables (1/4\neach), its table-index cache (1/4) and the anti-entropy indexes (1/4, least\nrecently used dropped). Badger's memory-mapped files are unmapped from the\nprocess whenever they hold a quarter of it more (the page cache keeps them);\nrunning compactions' buffers and output tables come on top."},
 	}},
 }
 
