@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -29,7 +30,9 @@ import (
 //
 //	CAIRN_RSS=1 go test -run TestRelayRSS -timeout 60m -v ./relay
 //
-// Without CAIRN_RSS it does nothing (it is not part of the suite).
+// CAIRN_RSS_LOG=1 sends the child's debug logs (badger's compactions
+// among them) to stderr. Without CAIRN_RSS it does nothing (it is not
+// part of the suite).
 func TestRelayRSS(t *testing.T) {
 	if os.Getenv("CAIRN_RSS_CHILD") == "1" {
 		rssChild(t)
@@ -148,6 +151,10 @@ func rssChild(t *testing.T) {
 	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
 	cfg.PeerDepositRate, cfg.PeerDepositBurst = 1e6, 1e6 // 4 senders at full speed
 	cfg.PeerRequestRate, cfg.PeerRequestBurst = 1e4, 1e4 // 50 subscriptions per host at once
+	if os.Getenv("CAIRN_RSS_LOG") == "1" {
+		// Debug logs on stderr: badger's compactions ("LOG Compact"), flushes.
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
