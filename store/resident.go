@@ -225,15 +225,17 @@ func (r *resident) trimPool() int {
 	}
 }
 
-// How the log trims (trimLoop): it checks the process's resident
-// file-backed memory every trimPoll and unmaps badger's files once that is
-// trimSlack of the memory budget above what it was after the previous
-// trim (the binary's own pages and anything else mapped stay in that
-// base); it releases the builders' pooled buffers every trimPoolEvery.
+// How the log trims (trimLoop): every trimEvery it unmaps badger's files
+// and releases the builders' pooled buffers; in between it checks the
+// process's resident file-backed memory every trimPoll and unmaps the
+// files early once that is a trimSlack-th of the memory budget above what
+// it was after the previous trim (the binary's own pages and anything
+// else mapped stay in that base), so a burst of writes or compactions
+// does not wait for the next second.
 const (
-	trimPoll      = 100 * time.Millisecond
-	trimSlack     = 4 // budget/4
-	trimPoolEvery = time.Second
+	trimPoll  = 100 * time.Millisecond
+	trimSlack = 4 // budget/4
+	trimEvery = time.Second
 )
 
 // trimLoop trims until bgStop closes.
@@ -243,19 +245,16 @@ func (l *Log) trimLoop(r *resident) {
 	defer t.Stop()
 	slack := l.opts.MemoryBudget / trimSlack
 	base := int64(-1) // file-backed resident bytes after the last trim
-	lastPool := time.Now()
+	last := time.Now()
 	for {
 		select {
 		case <-l.bgStop:
 			return
 		case <-t.C:
 		}
-		if now := time.Now(); now.Sub(lastPool) >= trimPoolEvery {
-			r.trimPool()
-			lastPool = now
-		}
-		mapped := residentFileBytes()
-		if base >= 0 && mapped >= 0 && mapped <= base+slack {
+		now := time.Now()
+		due := now.Sub(last) >= trimEvery
+		if mapped := residentFileBytes(); !due && base >= 0 && mapped >= 0 && mapped <= base+slack {
 			continue
 		}
 		st, err := r.trimMapped()
@@ -265,6 +264,10 @@ func (l *Log) trimLoop(r *resident) {
 		}
 		if st.release != nil {
 			l.log.Warn("store: memory trim: release of a dropped table", "err", st.release)
+		}
+		if due {
+			r.trimPool()
+			last = now
 		}
 		base = residentFileBytes()
 	}
