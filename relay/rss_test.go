@@ -3,6 +3,7 @@ package relay
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/cairn-net/cairn/rpc"
 	"github.com/cairn-net/cairn/wire"
+	"github.com/cairn-net/cairn/wire/pb"
 )
 
 // TestRelayRSS is a manual measurement (minutes, a few GiB of disk): a
@@ -108,22 +110,39 @@ func TestRelayRSS(t *testing.T) {
 				return
 			}
 			defer ds.Close()
-			calls := make(chan *rpc.DepositCall, 256)
+			type sent struct {
+				call *rpc.DepositCall
+				env  []byte
+			}
+			calls := make(chan sent, 256)
 			go func() {
 				for m := h; m < mailboxes; m += 4 {
 					for i := range perMailbox {
-						call, err := ds.Send(context.Background(), envelope(t, keys[m], 1024, 0, uint64(i)))
+						env := envelope(t, keys[m], 1024, 0, uint64(i))
+						call, err := ds.Send(context.Background(), env)
 						if err != nil {
 							t.Error(err)
 							break
 						}
-						calls <- call
+						calls <- sent{call, env}
 					}
 				}
 				close(calls)
 			}()
-			for call := range calls {
-				if _, err := call.Wait(context.Background()); err != nil {
+			for c := range calls {
+				_, err := c.call.Wait(context.Background())
+				// A deposit answered BUSY (the relay's store-backlog
+				// admission, on a loaded machine) is sent again after its
+				// retry_after, as a client would.
+				var re *rpc.Error
+				for errors.As(err, &re) && re.Status == pb.Status_STATUS_BUSY {
+					time.Sleep(re.RetryAfter)
+					var call *rpc.DepositCall
+					if call, err = ds.Send(context.Background(), c.env); err == nil {
+						_, err = call.Wait(context.Background())
+					}
+				}
+				if err != nil {
 					t.Error(err)
 				}
 			}
