@@ -199,9 +199,10 @@ type Config struct {
 	// (store.LogOptions.MemoryBudget): badger's two memtables (1/4 each),
 	// its table-index cache (1/4) and the reconciliation indexes (1/4,
 	// least recently used dropped). The store unmaps badger's
-	// memory-mapped files from the process whenever its file-backed memory
-	// (RssFile) grows a quarter of the budget (the pages stay in the page
-	// cache); running compactions' buffers and output tables come on top.
+	// memory-mapped files from the process every second, and sooner when
+	// its file-backed memory (RssFile) grows a quarter of the budget (the
+	// pages stay in the page cache); running compactions' buffers and
+	// output tables come on top.
 	// Default 128 MiB; at least 16 MiB.
 	StoreMemoryBytes int64
 

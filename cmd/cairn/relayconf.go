@@ -105,7 +105,7 @@ var confSections = []confSection{
 		{"gc_interval", "GCInterval", kindDuration, "Period of the store's expiry sweep and value-log GC; negative disables it."},
 		{"max_commit_batch", "MaxCommitBatch", kindCount, "Operations per group commit of the store: one fsync, one receipt signature\n(at most 1,024)."},
 		{"max_store_backlog", "MaxStoreBacklog", kindCount, "Operations queued ahead of the store (admitted deposits, appends, replicated\nentries, acks) above which a deposit is answered BUSY with a retry_after of\nabout the time to commit them (SPEC.md §10.3); at least max_commit_batch."},
-		{"store_memory_bytes", "StoreMemoryBytes", kindBytes, "Memory budget of the store (at least 16 MiB): badger's two memtables (1/4\neach), its table-index cache (1/4) and the anti-entropy indexes (1/4, least\nrecently used dropped). Badger's memory-mapped files are unmapped from the\nprocess whenever they hold a quarter of it more (the page cache keeps them);\nrunning compactions' buffers and output tables come on top."},
+		{"store_memory_bytes", "StoreMemoryBytes", kindBytes, "Memory budget of the store (at least 16 MiB): badger's two memtables (1/4\neach), its table-index cache (1/4) and the anti-entropy indexes (1/4, least\nrecently used dropped). Badger's memory-mapped files are unmapped from the\nprocess every second and when they grow by a quarter of it (the page cache\nkeeps them); running compactions' buffers and output tables come on top."},
 	}},
 }
 
