@@ -128,10 +128,14 @@ type LogOptions struct {
 	// unencrypted, so the cache only duplicates the page cache), 2
 	// compactors run (each holds table-builder buffers while it works: they
 	// come on top of the budget), and value-log files are 64 MiB. Badger's
-	// tables are memory-mapped: their pages are the kernel's page cache
-	// (RssFile), not counted here. 0 means DefaultMemoryBudget; negative
+	// tables and write-ahead logs are memory-mapped: their pages are the
+	// kernel's page cache, not counted here, and an on-disk log with a
+	// budget unmaps them from the process every second and when its
+	// file-backed RSS grows by a quarter of the budget (they stay in the
+	// page cache; Linux only), and releases badger's pooled table-builder
+	// buffers (resident.go). 0 means DefaultMemoryBudget; negative
 	// means badger's own defaults (five 64 MiB memtables, a 256 MiB block
-	// cache, 4 compactors) and unbounded indexes. The minimum is
+	// cache, 4 compactors), unbounded indexes and no unmapping. The minimum is
 	// MinMemoryBudget. An in-memory log (Dir "") keeps its small fixed
 	// badger options.
 	MemoryBudget int64
