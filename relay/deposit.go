@@ -264,45 +264,49 @@ func (n *Node) releaseItem(in *inbound, budget *byteBudget, it depositItem) {
 }
 
 // depositProcessor appends and answers batches until the reader is done.
-// It returns false if writing failed. With ReceiptQuorum above 1 the
-// answers of a batch wait for the other replicas; an answerer goroutine then
-// writes them while the processor appends the next batch.
+// It returns false if writing failed. It hands each batch to the store and
+// goes on gathering the next while an answerer goroutine waits for the
+// batch's commit (and, with ReceiptQuorum above 1, for the other replicas)
+// and writes its answers, in order: a stream's next batch joins the next
+// group commit instead of waiting for the previous one's fsync.
 func (n *Node) depositProcessor(in *inbound, f *rpc.Framed, items <-chan depositItem, budget *byteBudget) bool {
 	maxBatch := n.cfg.MaxCommitBatch
 	quorum := n.cfg.ReceiptQuorum > 1
-	var jobs chan depositJob
+	jobs := make(chan depositJob, 1)
 	var answerer sync.WaitGroup
 	var failed atomic.Bool
-	if quorum {
-		jobs = make(chan depositJob, 4)
-		answerer.Add(1)
-		go func() {
-			defer answerer.Done()
-			for j := range jobs {
-				if failed.Load() {
-					for i := range j.batch {
-						n.releaseItem(in, budget, j.batch[i])
-					}
-					continue
-				}
-				if err := n.answerDeposits(in, f, budget, j.batch, j.results, n.waitQuorum(j.results)); err != nil {
-					in.log.Debug("deposit stream write failed", "err", err)
-					failed.Store(true)
-				}
+	answerer.Add(1)
+	go func() {
+		defer answerer.Done()
+		for j := range jobs {
+			var results []store.AppendManyResult
+			if j.wait != nil {
+				results = j.wait()
 			}
-		}()
-	}
-	batch := make([]depositItem, 0, maxBatch)
+			if failed.Load() {
+				for i := range j.batch {
+					n.releaseItem(in, budget, j.batch[i])
+				}
+				continue
+			}
+			var replicas []int
+			if quorum {
+				replicas = n.waitQuorum(results)
+			}
+			if err := n.answerDeposits(in, f, budget, j.batch, results, replicas); err != nil {
+				in.log.Debug("deposit stream write failed", "err", err)
+				failed.Store(true)
+			}
+		}
+	}()
 	deps := make([]store.Deposit, 0, maxBatch)
 	for first := range items {
 		if failed.Load() {
 			n.releaseItem(in, budget, first)
 			break
 		}
-		if quorum {
-			batch = make([]depositItem, 0, maxBatch)
-		}
-		batch = append(batch[:0], first)
+		batch := make([]depositItem, 0, maxBatch)
+		batch = append(batch, first)
 	gather:
 		for len(batch) < maxBatch {
 			select {
@@ -321,7 +325,7 @@ func (n *Node) depositProcessor(in *inbound, f *rpc.Framed, items <-chan deposit
 				deps = append(deps, batch[i].dep)
 			}
 		}
-		var results []store.AppendManyResult
+		var wait func() []store.AppendManyResult
 		if len(deps) > 0 {
 			n.m.appendBatch.Observe(float64(len(deps)))
 			if n.beforeAppend != nil {
@@ -331,28 +335,19 @@ func (n *Node) depositProcessor(in *inbound, f *rpc.Framed, items <-chan deposit
 			for i := range batch {
 				n.unqueue(&batch[i])
 			}
-			results = n.store.AppendMany(n.workCtx, deps)
+			wait = n.store.AppendManyAsync(n.workCtx, deps)
 		}
-		if quorum {
-			jobs <- depositJob{batch: batch, results: results}
-			continue
-		}
-		if err := n.answerDeposits(in, f, budget, batch, results, nil); err != nil {
-			in.log.Debug("deposit stream write failed", "err", err)
-			return false
-		}
+		jobs <- depositJob{batch: batch, wait: wait}
 	}
-	if quorum {
-		close(jobs)
-		answerer.Wait()
-	}
+	close(jobs)
+	answerer.Wait()
 	return !failed.Load()
 }
 
-// depositJob is a batch appended and waiting for its answers.
+// depositJob is a batch handed to the store and waiting for its answers.
 type depositJob struct {
-	batch   []depositItem
-	results []store.AppendManyResult
+	batch []depositItem
+	wait  func() []store.AppendManyResult // nil: nothing appended
 }
 
 // waitQuorum waits for the new entries of a batch to reach ReceiptQuorum

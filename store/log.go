@@ -433,12 +433,22 @@ func (l *Log) exit() { l.closeMu.RUnlock() }
 
 // submit queues ops and waits until all are done or ctx ends.
 func (l *Log) submit(ctx context.Context, ops ...*op) error {
-	if err := l.enter(); err != nil {
+	done, err := l.enqueue(ctx, ops)
+	if err != nil {
 		return err
 	}
+	return await(ctx, done, len(ops))
+}
+
+// enqueue hands ops to the commit goroutine, in order, and returns the
+// channel each reports on when its commit is done.
+func (l *Log) enqueue(ctx context.Context, ops []*op) (chan *op, error) {
+	if err := l.enter(); err != nil {
+		return nil, err
+	}
+	defer l.exit()
 	if failed := l.failed.Load(); failed != nil {
-		l.exit()
-		return fmt.Errorf("store: log failed earlier: %w", *failed)
+		return nil, fmt.Errorf("store: log failed earlier: %w", *failed)
 	}
 	done := make(chan *op, len(ops))
 	l.queued.Add(int64(len(ops)))
@@ -448,12 +458,16 @@ func (l *Log) submit(ctx context.Context, ops ...*op) error {
 		case l.reqs <- o:
 		case <-ctx.Done():
 			l.queued.Add(-int64(len(ops) - i)) // never queued
-			l.exit()
-			return ctx.Err()
+			return nil, ctx.Err()              // those queued may still be stored
+
 		}
 	}
-	l.exit()
-	for range ops {
+	return done, nil
+}
+
+// await waits for n ops to report on done.
+func await(ctx context.Context, done chan *op, n int) error {
+	for range n {
 		select {
 		case <-done:
 		case <-ctx.Done():
@@ -490,6 +504,17 @@ func (l *Log) Append(ctx context.Context, d Deposit) (AppendResult, error) {
 // error, but deposits already queued may still be stored (a retry
 // deduplicates).
 func (l *Log) AppendMany(ctx context.Context, ds []Deposit) []AppendManyResult {
+	return l.AppendManyAsync(ctx, ds)()
+}
+
+// AppendManyAsync is AppendMany in two steps: it hands the batch to the
+// log at once and returns; wait blocks until the batch is committed and
+// returns its results. Batches handed over one after another (by one
+// goroutine) are committed in that order, so a caller can give the log its
+// next batch while the previous one is being written: a deposit stream
+// then keeps the group commit full. ds may be reused once it returns; wait
+// must be called once.
+func (l *Log) AppendManyAsync(ctx context.Context, ds []Deposit) (wait func() []AppendManyResult) {
 	out := make([]AppendManyResult, len(ds))
 	ops := make([]*op, 0, len(ds))
 	idx := make([]int, 0, len(ds))
@@ -504,18 +529,23 @@ func (l *Log) AppendMany(ctx context.Context, ds []Deposit) []AppendManyResult {
 		idx = append(idx, i)
 	}
 	if len(ops) == 0 {
+		return func() []AppendManyResult { return out }
+	}
+	done, err := l.enqueue(ctx, ops)
+	return func() []AppendManyResult {
+		if err == nil {
+			err = await(ctx, done, len(ops))
+		}
+		for k, o := range ops {
+			i := idx[k]
+			if err != nil {
+				out[i].Err = err
+				continue
+			}
+			out[i] = AppendManyResult{AppendResult: o.appendRes, Err: o.err}
+		}
 		return out
 	}
-	err := l.submit(ctx, ops...)
-	for k, o := range ops {
-		i := idx[k]
-		if err != nil {
-			out[i].Err = err
-			continue
-		}
-		out[i] = AppendManyResult{AppendResult: o.appendRes, Err: o.err}
-	}
-	return out
 }
 
 // Import stores an entry replicated from another origin with its stamp

@@ -193,6 +193,7 @@ func RunLog(t *testing.T, o Opener) {
 		{"Summary", testSummary},
 		{"Concurrent", testConcurrent},
 		{"AppendMany", testAppendMany},
+		{"AppendManyAsync", testAppendManyAsync},
 		{"Persistence", testPersistence},
 		{"BadInput", testBadInput},
 		{"Prekeys", testPrekeys},
@@ -1441,4 +1442,35 @@ func mustMarshal(t testing.TB, m interface{ Marshal() ([]byte, error) }) []byte 
 		t.Fatal(err)
 	}
 	return b
+}
+
+// testAppendManyAsync: batches handed over one after another are committed
+// in that order, whatever the order their results are waited for, and the
+// deposits slice may be reused as soon as the call returns.
+func testAppendManyAsync(t *testing.T, o Opener) {
+	e := newEnv(t, o, nil)
+	mb := Mailbox(t)
+	ctx := context.Background()
+	ds := make([]store.Deposit, 3)
+	var waits []func() []store.AppendManyResult
+	var envs [][]byte
+	for range 4 {
+		for i := range ds {
+			ds[i] = store.Deposit{Envelope: Envelope(t, mb, 0, 40)}
+			envs = append(envs, ds[i].Envelope)
+		}
+		waits = append(waits, e.log.AppendManyAsync(ctx, ds))
+	}
+	var got []store.AppendManyResult
+	for i := len(waits) - 1; i >= 0; i-- {
+		got = append(waits[i](), got...)
+	}
+	for i, r := range got {
+		if r.Err != nil || r.Duplicate {
+			t.Fatalf("deposit %d: %+v", i, r)
+		}
+		if r.Receipt.Seq != uint64(i+1) || r.Receipt.CID != wire.CIDOf(envs[i]) {
+			t.Fatalf("deposit %d: seq %d, cid %s; want seq %d for its own envelope", i, r.Receipt.Seq, r.Receipt.CID, i+1)
+		}
+	}
 }
