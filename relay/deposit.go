@@ -272,7 +272,10 @@ func (n *Node) releaseItem(in *inbound, budget *byteBudget, it depositItem) {
 func (n *Node) depositProcessor(in *inbound, f *rpc.Framed, items <-chan depositItem, budget *byteBudget) bool {
 	maxBatch := n.cfg.MaxCommitBatch
 	quorum := n.cfg.ReceiptQuorum > 1
-	jobs := make(chan depositJob, 1)
+	// Up to 4 batches wait for their answers (as before for the quorum,
+	// whose waits last longer than a commit); the window and the stream's
+	// byte budget bound them too.
+	jobs := make(chan depositJob, 4)
 	var answerer sync.WaitGroup
 	var failed atomic.Bool
 	answerer.Add(1)
