@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -20,6 +21,7 @@ import (
 	"github.com/cairn-net/cairn/rpc"
 	"github.com/cairn-net/cairn/store"
 	"github.com/cairn-net/cairn/wire"
+	"github.com/cairn-net/cairn/wire/pb"
 )
 
 // BenchmarkReplicatedDeposit measures deposits acknowledged after all three
@@ -46,7 +48,7 @@ func benchReplicatedDeposit(b *testing.B, nodes []*Node, quorum int) {
 	const senders = 6
 	work := make(chan []byte, 4096)
 	var wg sync.WaitGroup
-	var failed, short atomic.Int64
+	var failed, short, busy atomic.Int64
 	for i := range senders {
 		target := nodes[i%len(nodes)]
 		c := newClient(b, target)
@@ -54,7 +56,11 @@ func benchReplicatedDeposit(b *testing.B, nodes []*Node, quorum int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		calls := make(chan *rpc.DepositCall, wire.MaxDepositInflight)
+		type sent struct {
+			call *rpc.DepositCall
+			env  []byte
+		}
+		calls := make(chan sent, wire.MaxDepositInflight)
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
@@ -65,13 +71,25 @@ func benchReplicatedDeposit(b *testing.B, nodes []*Node, quorum int) {
 					failed.Add(1)
 					continue
 				}
-				calls <- call
+				calls <- sent{call, env}
 			}
 		}()
 		go func() {
 			defer wg.Done()
-			for call := range calls {
-				res, err := call.Wait(context.Background())
+			for c := range calls {
+				res, err := c.call.Wait(context.Background())
+				// A deposit answered BUSY (store-backlog admission) is
+				// sent again after its retry_after, as a client would;
+				// busy counts them.
+				var re *rpc.Error
+				for errors.As(err, &re) && re.Status == pb.Status_STATUS_BUSY {
+					busy.Add(1)
+					time.Sleep(re.RetryAfter)
+					var call *rpc.DepositCall
+					if call, err = ds.Send(context.Background(), c.env); err == nil {
+						res, err = call.Wait(context.Background())
+					}
+				}
 				if err != nil {
 					failed.Add(1)
 					continue
@@ -109,6 +127,7 @@ func benchReplicatedDeposit(b *testing.B, nodes []*Node, quorum int) {
 		b.Fatalf("%d deposits answered with fewer than %d replicas", s, quorum)
 	}
 	b.ReportMetric(float64(count)/elapsed.Seconds(), "envelopes/s")
+	b.ReportMetric(float64(busy.Load()), "busy-retries")
 	// CPU time of the whole process (three relays and six clients) per
 	// envelope: what the machine's load does not change.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(count), "cpu-µs/envelope")
