@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"io"
 	"sync/atomic"
 	"testing"
@@ -219,4 +220,22 @@ func counterValue(t testing.TB, n *Node, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// waitRetryingBusy waits for the answer to a deposit of env sent on ds; a
+// deposit answered BUSY (the relay's store-backlog admission) is sent again
+// after its retry_after, as a client would. It returns the last answer and
+// how many BUSY answers came before it.
+func waitRetryingBusy(ds *rpc.DepositStream, call *rpc.DepositCall, env []byte) (*rpc.DepositResult, int, error) {
+	res, err := call.Wait(context.Background())
+	busy := 0
+	var re *rpc.Error
+	for errors.As(err, &re) && re.Status == pb.Status_STATUS_BUSY {
+		busy++
+		time.Sleep(re.RetryAfter)
+		if call, err = ds.Send(context.Background(), env); err == nil {
+			res, err = call.Wait(context.Background())
+		}
+	}
+	return res, busy, err
 }

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -21,7 +20,6 @@ import (
 	"github.com/cairn-net/cairn/rpc"
 	"github.com/cairn-net/cairn/store"
 	"github.com/cairn-net/cairn/wire"
-	"github.com/cairn-net/cairn/wire/pb"
 )
 
 // BenchmarkReplicatedDeposit measures deposits acknowledged after all three
@@ -77,19 +75,8 @@ func benchReplicatedDeposit(b *testing.B, nodes []*Node, quorum int) {
 		go func() {
 			defer wg.Done()
 			for c := range calls {
-				res, err := c.call.Wait(context.Background())
-				// A deposit answered BUSY (store-backlog admission) is
-				// sent again after its retry_after, as a client would;
-				// busy counts them.
-				var re *rpc.Error
-				for errors.As(err, &re) && re.Status == pb.Status_STATUS_BUSY {
-					busy.Add(1)
-					time.Sleep(re.RetryAfter)
-					var call *rpc.DepositCall
-					if call, err = ds.Send(context.Background(), c.env); err == nil {
-						res, err = call.Wait(context.Background())
-					}
-				}
+				res, retries, err := waitRetryingBusy(ds, c.call, c.env)
+				busy.Add(int64(retries))
 				if err != nil {
 					failed.Add(1)
 					continue

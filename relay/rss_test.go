@@ -3,7 +3,6 @@ package relay
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -21,7 +20,6 @@ import (
 
 	"github.com/cairn-net/cairn/rpc"
 	"github.com/cairn-net/cairn/wire"
-	"github.com/cairn-net/cairn/wire/pb"
 )
 
 // TestRelayRSS is a manual measurement (minutes, a few GiB of disk): a
@@ -130,19 +128,7 @@ func TestRelayRSS(t *testing.T) {
 				close(calls)
 			}()
 			for c := range calls {
-				_, err := c.call.Wait(context.Background())
-				// A deposit answered BUSY (the relay's store-backlog
-				// admission, on a loaded machine) is sent again after its
-				// retry_after, as a client would.
-				var re *rpc.Error
-				for errors.As(err, &re) && re.Status == pb.Status_STATUS_BUSY {
-					time.Sleep(re.RetryAfter)
-					var call *rpc.DepositCall
-					if call, err = ds.Send(context.Background(), c.env); err == nil {
-						_, err = call.Wait(context.Background())
-					}
-				}
-				if err != nil {
+				if _, _, err := waitRetryingBusy(ds, c.call, c.env); err != nil {
 					t.Error(err)
 				}
 			}
