@@ -577,11 +577,11 @@ func (x *exchange) storeItems(ctx context.Context, m *pb.ReconcileMessage) error
 	if len(m.Tombstones) > 0 {
 		ts := make([]store.Tombstone, 0, len(m.Tombstones))
 		for _, t := range m.Tombstones {
-			tomb, err := tombstoneFromPB(t)
+			tomb, stamp, err := tombstoneFromPB(t)
 			if err != nil || tomb.Mailbox != s.mb {
 				return fmt.Errorf("%w: tombstone: %v", errReconcileProtocol, err)
 			}
-			if err := n.checkOwnerAck(tomb); err != nil {
+			if err := n.checkOwnerAck(tomb, stamp); err != nil {
 				// Not the owner's: dropped, as an entry whose stamp
 				// does not verify (SPEC.md §10.10).
 				s.failed = true

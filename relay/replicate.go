@@ -315,14 +315,14 @@ func (n *Node) checkReplicated(trust *peerTrust, e *pb.Entry) (store.Import, pb.
 
 // checkTombstone parses one replicated tombstone and checks its sender.
 func (n *Node) checkTombstone(trust *peerTrust, t *pb.Tombstone) (pb.Status, store.Tombstone) {
-	tomb, err := tombstoneFromPB(t)
+	tomb, stamp, err := tombstoneFromPB(t)
 	if err != nil {
 		return statusOf(err), store.Tombstone{}
 	}
 	if trust.get(tomb.Mailbox).from == stranger {
 		return pb.Status_STATUS_NOT_REPLICA, store.Tombstone{}
 	}
-	if err := n.checkOwnerAck(tomb); err != nil {
+	if err := n.checkOwnerAck(tomb, stamp); err != nil {
 		return statusOf(err), store.Tombstone{}
 	}
 	return pb.Status_STATUS_OK, tomb
@@ -332,14 +332,11 @@ func (n *Node) checkTombstone(trust *peerTrust, t *pb.Tombstone) (pb.Status, sto
 // its mailbox owner's ack of its CID (§6.3) — a replica deletes nothing on
 // another replica's word alone — and the stamp that places it is its
 // origin's stamp of that very entry, at the tombstone's origin, seq and
-// expiry. Errors wrap wire.ErrBadSignature.
-func (n *Node) checkOwnerAck(t store.Tombstone) error {
+// expiry. stamp is t.Stamp parsed (tombstoneFromPB). Errors wrap
+// wire.ErrBadSignature.
+func (n *Node) checkOwnerAck(t store.Tombstone, stamp *wire.SignedReceipt) error {
 	if err := wire.VerifyOwnerAck(n.ackVerifier, t.OwnerAck, t.Mailbox, t.CID); err != nil {
 		return fmt.Errorf("tombstone of %s: %v: %w", t.CID, err, wire.ErrBadSignature)
-	}
-	stamp, err := wire.ParseSignedReceipt(t.Stamp)
-	if err != nil {
-		return fmt.Errorf("tombstone of %s: stamp: %v: %w", t.CID, err, wire.ErrBadSignature)
 	}
 	if stamp.Mailbox != t.Mailbox || stamp.CID != t.CID || stamp.Origin != t.Origin || stamp.Seq != t.Seq || stamp.Expiry != t.Expiry {
 		return fmt.Errorf("tombstone of %s: stamp of another entry or place: %w", t.CID, wire.ErrBadSignature)
@@ -350,29 +347,31 @@ func (n *Node) checkOwnerAck(t store.Tombstone) error {
 	return nil
 }
 
-// tombstoneFromPB parses a wire tombstone. Errors wrap wire.ErrMalformed.
-func tombstoneFromPB(t *pb.Tombstone) (store.Tombstone, error) {
+// tombstoneFromPB parses a wire tombstone, and returns its stamp parsed.
+// Errors wrap wire.ErrMalformed (or wire.ErrUnsupportedVersion).
+func tombstoneFromPB(t *pb.Tombstone) (store.Tombstone, *wire.SignedReceipt, error) {
 	mb, err := wire.ParseMailbox(t.GetMailbox())
 	if err != nil {
-		return store.Tombstone{}, fmt.Errorf("tombstone: %w", err)
+		return store.Tombstone{}, nil, fmt.Errorf("tombstone: %w", err)
 	}
 	c, err := wire.ParseCID(t.GetCid())
 	if err != nil {
-		return store.Tombstone{}, fmt.Errorf("tombstone: %w", err)
+		return store.Tombstone{}, nil, fmt.Errorf("tombstone: %w", err)
 	}
 	if len(t.GetOrigin()) == 0 || len(t.GetOrigin()) > wire.MaxPeerIDLen || t.GetSeq() == 0 {
-		return store.Tombstone{}, fmt.Errorf("tombstone: origin or seq: %w", wire.ErrMalformed)
+		return store.Tombstone{}, nil, fmt.Errorf("tombstone: origin or seq: %w", wire.ErrMalformed)
 	}
 	origin, err := peer.IDFromBytes(t.GetOrigin())
 	if err != nil {
-		return store.Tombstone{}, fmt.Errorf("tombstone: origin: %w", wire.ErrMalformed)
+		return store.Tombstone{}, nil, fmt.Errorf("tombstone: origin: %w", wire.ErrMalformed)
 	}
 	if n := len(t.GetOwnerAck()); n == 0 || n > wire.MaxOwnerAckLen {
-		return store.Tombstone{}, fmt.Errorf("tombstone: owner ack of %d bytes: %w", n, wire.ErrMalformed)
+		return store.Tombstone{}, nil, fmt.Errorf("tombstone: owner ack of %d bytes: %w", n, wire.ErrMalformed)
 	}
-	if _, err := wire.ParseSignedReceipt(t.GetStamp()); err != nil {
-		return store.Tombstone{}, fmt.Errorf("tombstone: stamp: %w", err)
+	stamp, err := wire.ParseSignedReceipt(t.GetStamp())
+	if err != nil {
+		return store.Tombstone{}, nil, fmt.Errorf("tombstone: stamp: %w", err)
 	}
 	return store.Tombstone{Mailbox: mb, CID: c, Origin: origin, Seq: t.GetSeq(), Expiry: t.GetExpiry(),
-		OwnerAck: t.GetOwnerAck(), Stamp: t.GetStamp()}, nil
+		OwnerAck: t.GetOwnerAck(), Stamp: t.GetStamp()}, stamp, nil
 }
