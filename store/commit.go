@@ -415,10 +415,10 @@ func (b *batchCtx) mailbox(addr wire.Mailbox) *mbox {
 	if mb := l.mboxes[addr]; mb != nil {
 		return mb
 	}
-	mb := &mbox{id: l.nextMBID, addr: addr, kt: map[uint32]uint64{}, lowLive: map[uint32]uint64{}}
-	l.nextMBID++
+	mb := &mbox{id: l.newMailboxID(), addr: addr, kt: map[uint32]uint64{}, lowLive: map[uint32]uint64{}}
 	l.mboxes[addr] = mb
 	l.byID[mb.id] = mb
+	l.order = append(l.order, mb)
 	b.st.mailboxes.Add(1)
 	b.touch(mb)
 	return mb

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -609,4 +610,82 @@ func testOwnerAcks(cids []wire.CID) [][]byte {
 		out[i] = []byte("owner ack of " + c.String())
 	}
 	return out
+}
+
+// TestStoreMailboxIDsSpread: mailboxes created one after another get ids
+// spread over the whole 32-bit space (newMailboxID), never 0 and never one
+// in use, also after a reopen and when the sequence meets ids taken before
+// (a store written with consecutive ids).
+func TestStoreMailboxIDsSpread(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := testLog(t, dir, nil)
+	ctx := context.Background()
+	create := func(l *Log, from, to int) {
+		t.Helper()
+		var ds []Deposit
+		for i := from; i < to; i++ {
+			ds = append(ds, Deposit{Envelope: testEnvelope(t, wire.MailboxOf([]byte{byte(i), byte(i >> 8), 9}), 60)})
+		}
+		for _, r := range l.AppendMany(ctx, ds) {
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+		}
+	}
+	ids := func(l *Log) []uint32 {
+		l.mu.RLock()
+		defer l.mu.RUnlock()
+		var ids []uint32
+		for _, mb := range l.order {
+			ids = append(ids, mb.id)
+		}
+		return ids
+	}
+	checkDistinct := func(ids []uint32) {
+		t.Helper()
+		seen := map[uint32]bool{}
+		for _, id := range ids {
+			if id == 0 || seen[id] {
+				t.Fatalf("mailbox id %#x: zero or given twice in %x", id, ids)
+			}
+			seen[id] = true
+		}
+	}
+	// Any 50 mailboxes created in a row span most of the space (with
+	// consecutive ids they would span 49).
+	checkSpread := func(ids []uint32) {
+		t.Helper()
+		for i := 0; i+50 <= len(ids); i += 50 {
+			lo, hi := slices.Min(ids[i:i+50]), slices.Max(ids[i:i+50])
+			if hi-lo < 1<<31 {
+				t.Fatalf("mailboxes %d–%d have ids %#x–%#x", i, i+49, lo, hi)
+			}
+		}
+	}
+
+	create(l, 0, 300)
+	first := ids(l)
+	checkDistinct(first)
+	checkSpread(first)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, _ = testLog(t, dir, nil)
+	create(l, 300, 600)
+	all := ids(l)
+	if len(all) != 600 {
+		t.Fatalf("%d mailboxes after the reopen, want 600", len(all))
+	}
+	checkDistinct(all)
+	checkSpread(all[300:])
+	// The sequence meets every id in use again: each is skipped.
+	l.mu.Lock()
+	l.mbidSeq = 0
+	l.mu.Unlock()
+	create(l, 600, 900)
+	all = ids(l)
+	checkDistinct(all)
+	if len(all) != 900 {
+		t.Fatalf("%d mailboxes, want 900", len(all))
+	}
 }

@@ -80,7 +80,8 @@ type Log struct {
 	originIDs map[peer.ID]uint32
 	holesMu   sync.Mutex
 	holes     map[[2]uint32]uint64 // (mbid, oid) → lowest corrupt seq met; holesMu
-	nextMBID  uint32
+	order     []*mbox              // every mailbox, those loaded at open first
+	mbidSeq   uint32               // how many mailbox ids newMailboxID tried
 	nextBatch uint64
 	nextDue   uint64 // uniq part of X keys: wall-clock nanoseconds at open, then +1
 
@@ -251,7 +252,6 @@ func OpenLog(opts LogOptions) (*Log, error) {
 		holes:        make(map[[2]uint32]uint64),
 		idxLoaded:    make(map[*digestIndex]idxOwner),
 		prekeys:      make(map[[2]uint32]*prekeyCount),
-		nextMBID:     1,
 		nextBatch:    1,
 		nextDue:      uint64(time.Now().UnixNano()),
 		compactFloor: 64 << 20,
@@ -362,11 +362,12 @@ func (l *Log) load() error {
 				tombstones: r.tombstones, kt: map[uint32]uint64{}, lowLive: map[uint32]uint64{}}
 			l.mboxes[r.addr] = mb
 			l.byID[mb.id] = mb
-			l.nextMBID = max(l.nextMBID, mb.id+1)
+			l.order = append(l.order, mb)
 			l.st.entries.Add(r.entries)
 			l.st.bytes.Add(r.bytes)
 			l.st.tombstones.Add(r.tombstones)
 		}
+		l.mbidSeq = uint32(len(l.order))
 		l.st.mailboxes.Store(int64(len(l.mboxes)))
 		for it.Seek([]byte{pKnown}); it.ValidForPrefix([]byte{pKnown}); it.Next() {
 			k := it.Item().KeyCopy(nil)
@@ -839,23 +840,21 @@ func (l *Log) watermark(mb *mbox, oid uint32, kt uint64) uint64 {
 // mailboxPage is how many mailboxes Mailboxes reads under one lock.
 const mailboxPage = 1024
 
-// Mailboxes iterates over the mailboxes the log holds state for, in the
-// order they were created, a page of mailboxPage at a time: each page is a
-// snapshot taken under the log's read lock, so a large log is never copied
-// whole and commits wait for one page at most. A mailbox created during the
-// iteration may or may not be included; none is left out or repeated
-// (mailboxes are never removed).
+// Mailboxes iterates over the mailboxes the log holds state for (those it
+// loaded at open, then those created since, in that order), a page of
+// mailboxPage at a time: each page is a snapshot taken under the log's read
+// lock, so a large log is never copied whole and commits wait for one page
+// at most. A mailbox created during the iteration may or may not be
+// included; none is left out or repeated (mailboxes are never removed).
 func (l *Log) Mailboxes() iter.Seq[MailboxInfo] {
 	return func(yield func(MailboxInfo) bool) {
 		page := make([]MailboxInfo, 0, mailboxPage)
-		for next := uint32(1); ; {
+		for next := 0; ; {
 			page = page[:0]
 			l.mu.RLock()
-			end := l.nextMBID
+			end := len(l.order)
 			for ; next < end && len(page) < mailboxPage; next++ {
-				if mb := l.byID[next]; mb != nil {
-					page = append(page, mb.info())
-				}
+				page = append(page, l.order[next].info())
 			}
 			l.mu.RUnlock()
 			for _, in := range page {
