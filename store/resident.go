@@ -3,7 +3,9 @@ package store
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"reflect"
+	"runtime"
 	"sync"
 	"time"
 	"unsafe"
@@ -43,16 +45,30 @@ import (
 // write-ahead log), taken under the lock badger's readers take, so a
 // mapping cannot be unmapped while it is advised.
 //
-// Out of its reach: the tables a compaction has written but not yet
-// installed in a level (written through the mapping, so resident until the
-// compaction ends) and the builders' buffers in use.
+// The tables a compaction has written but not yet installed in a level
+// (written through the mapping, so resident until the compaction ends: one
+// compaction's output measured up to 600 MB) are in no structure it can
+// reach. For those, the trim reads the process's mappings of table files in
+// the database's directory (/proc/self/maps) and asks the kernel to reclaim
+// the pages of every one that is not an installed table (madvise
+// MADV_PAGEOUT, pageOutFiles). Unlike MADV_DONTNEED, that advice loses no
+// data whatever is mapped at the address by the time it runs (a table file
+// unmapped meanwhile and the range reused for the Go heap: anonymous pages
+// are swapped out, or kept without swap), so it needs no reference; the
+// pages it reclaims leave the page cache too, and a later read of that
+// table reads the disk.
+//
+// Out of its reach: the builders' buffers in use.
 type resident struct {
+	dir    string // the database's directory, absolute, symbolic links resolved
 	levels []levelRef
 	dbLock *sync.RWMutex
 	mt     *unsafe.Pointer // *memTable
 	imm    *[]unsafe.Pointer
 	mtOff  memtableOffsets
 	pool   *chan *z.Allocator
+
+	installed map[uintptr]bool // the installed tables' mappings at the last trimMapped
 }
 
 type levelRef struct {
@@ -73,7 +89,15 @@ func newResident(db *badger.DB) (r *resident, err error) {
 		}
 	}()
 	dbv := reflect.ValueOf(db).Elem()
-	r = &resident{}
+	r = &resident{installed: make(map[uintptr]bool)}
+	if dir := db.Opts().Dir; dir != "" {
+		if r.dir, err = filepath.Abs(dir); err == nil {
+			r.dir, err = filepath.EvalSymlinks(r.dir)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: memory trim: %w", err)
+		}
+	}
 	r.dbLock = fieldPtr[sync.RWMutex](dbv, "lock")
 	lc := field(dbv, "lc")
 	if lc.Kind() != reflect.Pointer || lc.IsNil() {
@@ -137,25 +161,49 @@ func fieldPtr[T any](s reflect.Value, name string) *T {
 // trimStats is what one trim did.
 type trimStats struct {
 	tables, wals, allocators int
+	// pagedOut is how many mappings of table files not installed in a
+	// level pageOut advised.
+	pagedOut int
 	// release is an error of a table's release (DecrRef) that deleted it:
 	// the trim held the last reference of a table a compaction dropped.
 	release error
 }
 
 // trim unmaps the pages of every table file and write-ahead log from the
-// process (they stay in the page cache) and releases the table builders'
-// pooled buffers to the garbage collector (trimMapped, trimPool). The
+// process (they stay in the page cache), has the kernel reclaim those of
+// the table files no level holds, and releases the table builders' pooled
+// buffers to the garbage collector (trimMapped, pageOut, trimPool). The
 // database must be open.
 func (r *resident) trim() (trimStats, error) {
-	st, err := r.trimMapped()
+	st, err := r.trimFiles()
 	st.allocators = r.trimPool()
 	return st, err
+}
+
+// trimFiles is trimMapped, then pageOut.
+func (r *resident) trimFiles() (trimStats, error) {
+	st, err := r.trimMapped()
+	if err == nil {
+		st.pagedOut, err = r.pageOut()
+	}
+	return st, err
+}
+
+// pageOut has the kernel reclaim the pages of the process's mappings of
+// table files in the database's directory that were not installed in a
+// level at the last trimMapped: the tables a compaction is writing.
+func (r *resident) pageOut() (int, error) {
+	if r.dir == "" {
+		return 0, nil
+	}
+	return pageOutFiles(r.dir, ".sst", r.installed)
 }
 
 // trimMapped unmaps the pages of every table file and write-ahead log
 // from the process.
 func (r *resident) trimMapped() (st trimStats, err error) {
 	var tables []*table.Table
+	clear(r.installed)
 	for _, lv := range r.levels {
 		lv.mu.RLock()
 		for _, t := range *lv.tables {
@@ -168,6 +216,9 @@ func (r *resident) trimMapped() (st trimStats, err error) {
 		if err == nil && !t.IsInmemory && t.MmapFile != nil && t.Fd != nil {
 			err = dropPages(t.Data)
 			st.tables++
+			if len(t.Data) > 0 {
+				r.installed[uintptr(unsafe.Pointer(unsafe.SliceData(t.Data)))] = true
+			}
 		}
 		if rerr := t.DecrRef(); rerr != nil {
 			st.release = rerr
@@ -225,16 +276,19 @@ func (r *resident) trimPool() int {
 	}
 }
 
-// How the log trims (trimLoop): every trimEvery it unmaps badger's files
-// and releases the builders' pooled buffers; in between it checks the
-// process's resident file-backed memory every trimPoll and unmaps the
-// files early once that is a trimSlack-th of the memory budget above what
-// it was after the previous trim (the binary's own pages and anything
-// else mapped stay in that base), so a burst of writes or compactions
-// does not wait for the next second.
+// How the log trims (trimLoop): every trimEvery it trims badger's files
+// (trimFiles) and releases the builders' pooled buffers; in between it
+// checks the process's resident file-backed memory every trimPoll and
+// trims the files early once that is a trimSlack-th of the memory budget
+// above what it was after the previous trim (the binary's own pages and
+// anything else mapped stay in that base), so a burst of writes or
+// compactions does not wait for the next second. (A level-0 compaction
+// reads and writes about 150 MB in a second or two. With 100 ms and a
+// quarter of the budget, the relay's peak RSS measured 527 MiB in one run
+// (BENCHMARKS.md, relay RSS), with these 500 MiB.)
 const (
-	trimPoll  = 100 * time.Millisecond
-	trimSlack = 4 // budget/4
+	trimPoll  = 50 * time.Millisecond
+	trimSlack = 8 // budget/8
 	trimEvery = time.Second
 )
 
@@ -257,7 +311,7 @@ func (l *Log) trimLoop(r *resident) {
 		if mapped := residentFileBytes(); !due && base >= 0 && mapped >= 0 && mapped <= base+slack {
 			continue
 		}
-		st, err := r.trimMapped()
+		st, err := r.trimFiles()
 		if err != nil {
 			l.log.Error("store: memory trim stopped", "err", err)
 			return
@@ -284,6 +338,10 @@ func (l *Log) startTrim() {
 		l.log.Warn("store: badger's mapped files and builder buffers will not be trimmed", "err", err)
 		close(l.trimDone)
 		return
+	}
+	if runtime.GOOS == "linux" && !pageOutSupported() {
+		l.log.Warn("store: the kernel has no MADV_PAGEOUT: the tables a compaction writes stay resident until it ends")
+		r.dir = ""
 	}
 	go l.trimLoop(r)
 }

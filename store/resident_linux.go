@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"strconv"
 
@@ -34,4 +35,64 @@ func residentFileBytes() int64 {
 		return -1
 	}
 	return pages * int64(os.Getpagesize())
+}
+
+// pageOutFiles asks the kernel to reclaim the pages of the process's
+// mappings of the files in dir whose names end in suffix, except the
+// mappings that start at an address in skip (madvise MADV_PAGEOUT); it
+// returns how many mappings it advised. The advice never loses data,
+// whatever is mapped at an address by the time it runs: clean file pages
+// leave the page cache, dirty ones are written back or kept, anonymous
+// ones are swapped out or kept. A mapping gone since /proc/self/maps was
+// read is skipped.
+func pageOutFiles(dir, suffix string, skip map[uintptr]bool) (int, error) {
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return 0, fmt.Errorf("store: memory trim: %w", err)
+	}
+	prefix := []byte(dir + "/")
+	n := 0
+	for line := range bytes.Lines(maps) {
+		// start-end perms offset dev inode path; only the path has a '/'.
+		i := bytes.IndexByte(line, '/')
+		if i < 0 {
+			continue
+		}
+		path := bytes.TrimRight(line[i:], "\n")
+		if !bytes.HasPrefix(path, prefix) || !bytes.HasSuffix(path, []byte(suffix)) {
+			continue
+		}
+		span, _, _ := bytes.Cut(line, []byte(" "))
+		lo, hi, ok := bytes.Cut(span, []byte("-"))
+		if !ok {
+			continue
+		}
+		start, err1 := strconv.ParseUint(string(lo), 16, 64)
+		end, err2 := strconv.ParseUint(string(hi), 16, 64)
+		if err1 != nil || err2 != nil || end <= start || skip[uintptr(start)] {
+			continue
+		}
+		_, _, errno := unix.Syscall(unix.SYS_MADVISE, uintptr(start), uintptr(end-start), unix.MADV_PAGEOUT)
+		switch errno {
+		case 0:
+			n++
+		case unix.ENOMEM, unix.EINVAL:
+			// Unmapped since, or the range now holds a mapping the
+			// advice does not apply to (a locked one).
+		default:
+			return n, fmt.Errorf("store: memory trim: madvise(MADV_PAGEOUT): %w", errno)
+		}
+	}
+	return n, nil
+}
+
+// pageOutSupported reports whether the kernel knows MADV_PAGEOUT (Linux
+// 5.4 and later).
+func pageOutSupported() bool {
+	b, err := unix.Mmap(-1, 0, os.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return false
+	}
+	defer unix.Munmap(b)
+	return unix.Madvise(b, unix.MADV_PAGEOUT) == nil
 }
