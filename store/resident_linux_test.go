@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"unsafe"
 
 	"github.com/dgraph-io/badger/v4/table"
 	"golang.org/x/sys/unix"
@@ -51,15 +52,23 @@ func TestResidentPagesOutUnlisted(t *testing.T) {
 	if _, err := r.trimMapped(); err != nil {
 		t.Fatal(err)
 	}
+	// A table trimMapped found in a level (badger may have flushed
+	// another since), held as a reader holds it.
 	var installed *table.Table
 	for _, lv := range r.levels {
-		if tables := *lv.tables; installed == nil && len(tables) > 0 {
-			installed = tables[0]
+		lv.mu.RLock()
+		for _, tb := range *lv.tables {
+			if installed == nil && len(tb.Data) > 0 && r.installed[uintptr(unsafe.Pointer(unsafe.SliceData(tb.Data)))] {
+				installed = tb
+				tb.IncrRef()
+			}
 		}
+		lv.mu.RUnlock()
 	}
 	if installed == nil {
 		t.Fatal("no installed table")
 	}
+	defer installed.DecrRef()
 	var sum byte
 	for i := 0; i < len(installed.Data); i += 4096 {
 		sum += installed.Data[i] // mapped again
