@@ -3,6 +3,7 @@ package relay
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"os"
@@ -82,10 +83,14 @@ func TestRelayRSS(t *testing.T) {
 	}
 	// 1,000 idle subscribers, one per mailbox.
 	keys := make([]wire.Mailbox, mailboxes)
+	var hotKey ed25519.PrivateKey // mailbox 0's, for the hot phase
 	var subs []*rpc.Subscription
 	for i := range mailboxes {
 		key, mb := mailboxKey(t)
 		keys[i] = mb
+		if i == 0 {
+			hotKey = key
+		}
 		sub, err := clients[i%hosts].Subscribe(context.Background(), ai.ID, key)
 		if err != nil {
 			t.Fatalf("subscribe %d: %v", i, err)
@@ -146,6 +151,9 @@ func TestRelayRSS(t *testing.T) {
 	rss, hwm := procMem(t, cmd.Process.Pid)
 	t.Logf("relay RSS %d MiB (peak %d MiB) with %d entries and %d idle subscribers", rss>>20, hwm>>20, mailboxes*perMailbox, len(subs))
 	_ = relay
+	if mib, err := strconv.Atoi(os.Getenv("CAIRN_RSS_HOT")); err == nil && mib > 0 {
+		rssHotMailbox(t, cmd.Process.Pid, clients[0], ai.ID, hotKey, keys[0], mib)
+	}
 	for _, s := range subs {
 		s.Close()
 	}
@@ -153,6 +161,57 @@ func TestRelayRSS(t *testing.T) {
 	if rss > 512<<20 || hwm > 512<<20 {
 		t.Fatalf("RSS %d MiB, peak %d MiB: above 512 MiB", rss>>20, hwm>>20)
 	}
+}
+
+// rssHotMailbox is TestRelayRSS's hot phase (CAIRN_RSS_HOT=MiB): after
+// the 1,000,000 entries, MiB more 1 KiB entries go to one mailbox, each
+// thousand acked by the owner once stored (so the mailbox stays within its
+// quota), and the test prints the relay's VmRSS and its peak during the
+// phase (VmHWM reset through /proc/pid/clear_refs). It is the pattern
+// spread mailbox ids cannot help (BENCHMARKS.md, compaction peaks): the
+// levels' recent tables fill with one mailbox's records. A measurement
+// only: the figures are printed, not checked.
+func rssHotMailbox(t *testing.T, pid int, c *rpc.Client, relay peer.ID, key ed25519.PrivateKey, mb wire.Mailbox, mib int) {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		t.Fatalf("reset VmHWM: %v", err)
+	}
+	ctx := context.Background()
+	ds, err := c.OpenDeposit(ctx, relay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ds.Close()
+	start := time.Now()
+	const round = 1000
+	for r := range (mib << 20) / (round << 10) {
+		type sent struct {
+			call *rpc.DepositCall
+			env  []byte
+		}
+		calls := make([]sent, 0, round)
+		for i := range round {
+			env := envelope(t, mb, 1024, 0, uint64(1_000_000+r*round+i))
+			call, err := ds.Send(ctx, env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			calls = append(calls, sent{call, env})
+		}
+		cids := make([]wire.CID, 0, round)
+		for _, s := range calls {
+			if _, _, err := waitRetryingBusy(ds, s.call, s.env); err != nil {
+				t.Fatal(err)
+			}
+			cids = append(cids, wire.CIDOf(s.env))
+		}
+		if _, err := c.Ack(ctx, relay, key, cids); err != nil {
+			t.Fatalf("ack: %v", err)
+		}
+	}
+	t.Logf("hot phase: %d MiB to one mailbox, acked, in %v", mib, time.Since(start).Round(time.Second))
+	time.Sleep(5 * time.Second)
+	rss, hwm := procMem(t, pid)
+	t.Logf("hot phase: relay RSS %d MiB, peak during the phase %d MiB", rss>>20, hwm>>20)
 }
 
 // rssChild runs the measured relay until its stdin closes.
