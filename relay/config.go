@@ -162,6 +162,14 @@ type Config struct {
 	ReconcileIDThreshold int
 	ReconcileBranching   int
 	MaxReconcileRounds   int
+	// SummaryRate bounds the summary exchanges (SPEC.md §10.10) this relay
+	// answers per second from all peers together, on top of one a second
+	// from each peer: each costs a pass over the relay's mailboxes, and a
+	// peer's identity is free, so the per-peer bound alone does not bound
+	// the work. More are answered BUSY. Default 8 (a relay's honest
+	// replicas start one each per AntiEntropyInterval and when they join
+	// or leave).
+	SummaryRate rate.Limit
 
 	// DepositStreamBytes bounds the envelope bytes one deposit stream may
 	// have read and not yet answered; the relay stops reading the stream
@@ -280,6 +288,7 @@ func DefaultConfig() Config {
 		ReconcileIDThreshold:     32,
 		ReconcileBranching:       16,
 		MaxReconcileRounds:       64,
+		SummaryRate:              8,
 		DepositStreamBytes:       4 << 20,
 		MaxConnections:           4096,
 		MaxMemoryBytes:           1 << 30,
@@ -343,6 +352,8 @@ func (c *Config) validate() error {
 		return bad("MaxReplicaLookups and ReplicateQueue must be positive, ReplicateQueueBytes ≥ MaxEnvelopeBytes")
 	case c.ReconcileIDThreshold < 1 || c.ReconcileBranching < 2 || c.MaxReconcileRounds < 2:
 		return bad("reconcile tuning: threshold ≥ 1, branching ≥ 2, rounds ≥ 2")
+	case c.SummaryRate <= 0:
+		return bad("SummaryRate must be positive")
 	case c.DepositStreamBytes < c.MaxEnvelopeBytes:
 		return bad("DepositStreamBytes must be at least MaxEnvelopeBytes")
 	case c.MaxConnections < 1 || c.MaxMemoryBytes < 1<<20:

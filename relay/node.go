@@ -144,6 +144,7 @@ func New(cfg Config) (*Node, error) {
 		placement: cfg.Placement,
 		adm:       newAdmission(&cfg),
 		replay:    newReplayCache(cfg.MaxReplayCache),
+		summaries: newSummaryLimiter(cfg.SummaryRate),
 		streams:   make(map[network.Stream]struct{}),
 		closed:    make(chan struct{}),
 	}

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cairn-net/cairn/relay/reconcile"
@@ -176,11 +178,16 @@ type summary struct {
 }
 
 // summaryLimiter remembers when each peer last started a summary exchange
-// with this relay as responder.
+// with this relay as responder, and bounds all peers' together.
 type summaryLimiter struct {
 	mu   sync.Mutex
 	last map[peer.ID]time.Time
 	min  time.Duration // 0: summaryMinInterval (tests change it)
+	all  *rate.Limiter // Config.SummaryRate; nil: no bound
+}
+
+func newSummaryLimiter(r rate.Limit) summaryLimiter {
+	return summaryLimiter{all: rate.NewLimiter(r, max(1, int(math.Ceil(float64(r)))))}
 }
 
 // allow says whether p may start a summary exchange now.
@@ -195,6 +202,9 @@ func (l *summaryLimiter) allow(p peer.ID, now time.Time) bool {
 		least = summaryMinInterval
 	}
 	if t, ok := l.last[p]; ok && now.Sub(t) < least {
+		return false
+	}
+	if l.all != nil && !l.all.AllowN(now, 1) {
 		return false
 	}
 	l.last[p] = now
@@ -684,7 +694,7 @@ func (n *Node) serveReconcile(in *inbound) {
 			if !n.summaries.allow(in.peer, time.Now()) {
 				n.m.reject("reconcile", pb.Status_STATUS_BUSY)
 				if err := f.Write(&pb.ReconcileMessage{Status: pb.Status_STATUS_BUSY, Set: m.Set,
-					Detail: "a summary exchange at most once a second"}, n.cfg.WriteTimeout); err != nil {
+					Detail: "summary exchanges: one a second per peer, SummaryRate a second in all"}, n.cfg.WriteTimeout); err != nil {
 					_ = in.s.Reset()
 					return
 				}

@@ -1064,3 +1064,35 @@ func TestReplicationSlowReplicaDoesNotStallDeposits(t *testing.T) {
 	})
 	waitFor(t, "anti-entropy heals the slow replica", func() bool { return holdsAll(t, slow, mb, want) })
 }
+
+// TestSummaryLimiter: a relay answers one summary exchange a second per
+// peer, and SummaryRate a second from all peers together, whatever the
+// number of peer IDs asking.
+func TestSummaryLimiter(t *testing.T) {
+	l := newSummaryLimiter(2) // 2 a second, a burst of 2
+	t0 := time.Unix(1_000_000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	p := func(i int) peer.ID { return peer.ID(fmt.Sprintf("peer-%d", i)) }
+	steps := []struct {
+		peer  int
+		ms    int
+		allow bool
+		why   string
+	}{
+		{1, 0, true, "first (2 tokens → 1)"},
+		{2, 0, true, "another peer (1 → 0)"},
+		{3, 0, false, "a third peer: no token"},
+		{4, 100, false, "a fourth peer: 0.2 tokens"},
+		{1, 500, false, "peer 1 within its second, a token there"},
+		{3, 500, true, "peer 3 takes that token"},
+		{1, 1000, true, "peer 1 after a second, the next token"},
+		{2, 1000, false, "peer 2 after a second: no token"},
+		{2, 1400, false, "peer 2: 0.8 tokens"},
+		{2, 1500, true, "peer 2: a token"},
+	}
+	for _, s := range steps {
+		if got := l.allow(p(s.peer), at(s.ms)); got != s.allow {
+			t.Fatalf("peer %d at %d ms (%s): allowed %v", s.peer, s.ms, s.why, got)
+		}
+	}
+}

@@ -96,6 +96,7 @@ var confSections = []confSection{
 		{"reconcile_id_threshold", "ReconcileIDThreshold", kindCount, "Anti-entropy: below this many IDs a range is sent whole (SPEC.md §10.10)."},
 		{"reconcile_branching", "ReconcileBranching", kindCount, "Anti-entropy: sub-ranges per split."},
 		{"max_reconcile_rounds", "MaxReconcileRounds", kindCount, "Anti-entropy: rounds per reconciliation."},
+		{"summary_rate", "SummaryRate", kindRate, "Anti-entropy: summary exchanges answered per second from all peers together\n(each peer also at most one a second; BUSY above)."},
 	}},
 	{"implementation limits (not advertised; they bound the relay's own resources)", []confKey{
 		{"deposit_stream_bytes", "DepositStreamBytes", kindBytes, "Envelope bytes read and not yet answered on one deposit stream (backpressure\nabove); at least max_envelope_bytes."},
