@@ -24,19 +24,14 @@ import (
 // Linux a trim unmaps the table files' pages from the process while every
 // entry still reads back.
 func TestResidentFindsBadgerState(t *testing.T) {
-	// No memory budget: the log does not trim on its own.
-	l, ds := residentLog(t, -1)
-	if err := l.db.Flatten(1); err != nil {
-		t.Fatal(err)
-	}
-	r, err := newResident(l.db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, ds, r := flattenedResident(t)
 	// Badger may still be compacting (reading and writing tables) after
 	// Flatten: trim until the table files stay unmapped.
 	before := mappedRss(t, ".sst")
-	var st trimStats
+	var (
+		st  trimStats
+		err error
+	)
 	after := before
 	for try := 0; try < 50 && (try == 0 || after > before/8); try++ {
 		if try > 0 {
@@ -95,6 +90,20 @@ func TestResidentTrimLoop(t *testing.T) {
 	default:
 		t.Fatal("trim loop still running after Close")
 	}
+}
+
+// flattenedResident opens residentLog without a memory budget (the log
+// does not trim on its own), flattens its tables and finds badger's state.
+func flattenedResident(t *testing.T) (*Log, []Deposit, *resident) {
+	l, ds := residentLog(t, -1)
+	if err := l.db.Flatten(1); err != nil {
+		t.Fatal(err)
+	}
+	r, err := newResident(l.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, ds, r
 }
 
 // residentLog opens an on-disk log with small memtables and tables and
